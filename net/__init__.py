@@ -1,0 +1,1 @@
+"""Model-side code: architectures, losses, augmentations, TTA, optimizers and the training loop."""

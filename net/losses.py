@@ -1,0 +1,365 @@
+"""Segmentation losses for TGS salt: pixel losses, their weighted sums, and deep supervision.
+
+Every loss is an ``nn.Module`` with ``forward(outputs, targets) -> scalar float32 tensor``:
+
+* ``outputs`` is the model's dict: ``'mask'`` (N,1,H,W) logits, and optionally ``'aux'``
+  (a list of (N,1,H,W) logits at input size), ``'salt'`` (N,) image-level logit and
+  ``'border'`` (N,1,H,W) logits.
+* ``targets`` holds ``'mask'`` (N,1,H,W) in {0,1} and, for the border model, ``'border'``.
+
+``requires`` (frozenset) names the output keys a loss reads, ``target_keys`` the target keys.
+``LOSSES`` maps registry names to zero-argument factories; ``build_loss(name)`` looks one up.
+After each call, a loss built from weighted parts keeps ``parts``: name -> detached value,
+for logging without an extra forward.
+"""
+import contextlib
+from typing import Callable, Dict, Mapping, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.errors import lookup
+
+
+# ----------------------------------------------------------------------------------------
+# Functional pieces. All take logits and targets of the same shape, with the batch on dim 0,
+# and compute in float32 whatever the input dtype, so bf16/fp16 autocast cannot round the
+# sums and cumulative sums below.
+# ----------------------------------------------------------------------------------------
+
+def _as_fp32(logits, target):
+    if logits.shape != target.shape:
+        raise ValueError(f"logits shape {tuple(logits.shape)} does not match target shape {tuple(target.shape)}")
+    return logits.float(), target.float()
+
+
+def bce_with_logits(logits, target):
+    """Mean binary cross-entropy on logits. logits, target: (N, ...) -> scalar."""
+    x, y = _as_fp32(logits, target)
+    return F.binary_cross_entropy_with_logits(x, y)
+
+
+def bce_per_image(logits, target):
+    """Binary cross-entropy averaged over the pixels of each image. (N, ...) -> (N,)."""
+    x, y = _as_fp32(logits, target)
+    return F.binary_cross_entropy_with_logits(x, y, reduction='none').flatten(1).mean(1)
+
+
+def _lovasz_weights(labels_sorted):
+    # Gradient of the Lovasz extension of the Jaccard loss (Berman et al. 2018, Alg. 1), for
+    # each row of labels sorted by decreasing error. It depends on the labels only, so it is
+    # a constant for autograd; the loss gradient flows through the sorted errors.
+    positives = labels_sorted.sum(1, keepdim=True)
+    intersection = positives - labels_sorted.cumsum(1)
+    union = positives + (1.0 - labels_sorted).cumsum(1)  # >= 1 everywhere: no division by 0
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+
+
+def lovasz_hinge_per_image(logits, target, symmetric=False):
+    """Binary Lovasz hinge of each image. logits, target: (N, ...) -> (N,).
+
+    An image with empty truth scores the hinge of its largest error (the standard definition:
+    the Jaccard loss of predicting any salt there is 1). With ``symmetric=True`` it returns
+    (hinge(logits, target) + hinge(-logits, 1 - target)) / 2, which also rewards getting the
+    background right; both halves share one sort because their hinge errors are identical.
+    """
+    x, y = _as_fp32(logits, target)
+    n = x.shape[0]
+    x, y = x.reshape(n, -1), y.reshape(n, -1)
+    errors = 1.0 - x * (2.0 * y - 1.0)
+    # One batched sort along the pixel axis replaces the per-image loop of the reference code.
+    errors_sorted, order = errors.sort(dim=1, descending=True)
+    labels_sorted = y.gather(1, order)
+    hinge = F.relu(errors_sorted)
+    loss = (hinge * _lovasz_weights(labels_sorted)).sum(1)
+    if symmetric:
+        loss = 0.5 * (loss + (hinge * _lovasz_weights(1.0 - labels_sorted)).sum(1))
+    return loss
+
+
+def lovasz_hinge(logits, target, symmetric=False):
+    """Lovasz hinge per image, averaged over images. logits, target: (N, ...) -> scalar."""
+    return lovasz_hinge_per_image(logits, target, symmetric).mean()
+
+
+def focal_with_logits(logits, target, gamma=2.0, alpha=None):
+    """Mean binary focal loss on logits. logits, target: (N, ...) -> scalar.
+
+    p_t = exp(-BCE) and the loss is (1 - p_t)^gamma * BCE, weighted by alpha on positives and
+    1 - alpha on negatives when alpha is given: smp's FocalLoss(mode='binary') with its
+    defaults gamma=2, alpha=None. gamma >= 1 keeps the gradient finite where p_t reaches 1.
+    """
+    x, y = _as_fp32(logits, target)
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction='none')
+    # -expm1(-b) is 1 - exp(-b) without the cancellation when b is tiny.
+    loss = (-torch.expm1(-bce)).pow(gamma) * bce
+    if alpha is not None:
+        loss = loss * (alpha * y + (1.0 - alpha) * (1.0 - y))
+    return loss.mean()
+
+
+def _soft_overlap_loss(logits, target, fp_weight, smooth, eps):
+    # Tversky-style score over the whole batch (one binary channel), as smp aggregates it:
+    # (I + smooth) / (I + w * (FP + FN) + smooth), clamped below by eps. w = 0.5 gives Dice,
+    # w = 1 gives Jaccard. A batch without any salt pixel contributes 0, since its overlap
+    # score is undefined (again as smp does).
+    x, y = _as_fp32(logits, target)
+    p = torch.sigmoid(x)
+    intersection = (p * y).sum()
+    p_sum, y_sum = p.sum(), y.sum()
+    fp, fn = p_sum - intersection, y_sum - intersection
+    score = (intersection + smooth) / (intersection + fp_weight * (fp + fn) + smooth).clamp_min(eps)
+    return (1.0 - score) * (y_sum > 0).float()
+
+
+def soft_dice_loss(logits, target, smooth=0.0, eps=1e-7):
+    """1 - soft Dice of sigmoid(logits) over the whole batch. (N, ...) -> scalar.
+
+    Same value as smp's DiceLoss(mode='binary', from_logits=True, smooth, eps); note that
+    smp's ``smooth`` enters as (I + s) / ((|P| + |T|) / 2 + s). 0 when the batch has no salt.
+    """
+    return _soft_overlap_loss(logits, target, 0.5, smooth, eps)
+
+
+def soft_jaccard_loss(logits, target, smooth=0.0, eps=1e-7):
+    """1 - soft IoU of sigmoid(logits) over the whole batch. (N, ...) -> scalar.
+
+    Same value as smp's JaccardLoss(mode='binary', from_logits=True, smooth, eps).
+    0 when the batch has no salt.
+    """
+    return _soft_overlap_loss(logits, target, 1.0, smooth, eps)
+
+
+def salt_target(mask):
+    """Image-level target "the image has salt". mask: (N, 1, H, W) -> (N,) float in {0, 1}."""
+    return (mask.flatten(1).sum(1) > 0).float()
+
+
+# ----------------------------------------------------------------------------------------
+# Loss modules
+# ----------------------------------------------------------------------------------------
+
+def _fp32_region(tensor):
+    # The functions above already cast to float32; turning autocast off as well keeps any op
+    # a future edit adds (a matmul, say) from being silently run in bf16/fp16.
+    kind = tensor.device.type
+    if torch.amp.is_autocast_available(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+class SaltLoss(nn.Module):
+    """Base class: ``forward(outputs, targets)`` runs ``compute`` in float32 with autocast off."""
+
+    requires = frozenset({'mask'})
+    target_keys = frozenset({'mask'})
+
+    def forward(self, outputs, targets):
+        """outputs, targets: dicts as in the module docstring -> scalar float32 tensor."""
+        with _fp32_region(targets['mask']):
+            return self.compute(outputs, targets)
+
+    def compute(self, outputs, targets):
+        raise NotImplementedError
+
+
+class PixelLoss(SaltLoss):
+    """A per-pixel loss function applied to ``outputs[key]`` against ``targets[key]``.
+
+    fn(logits (N,1,H,W), target (N,1,H,W)) -> scalar; key: 'mask' or 'border'.
+    """
+
+    def __init__(self, fn, key='mask', **kwargs):
+        super().__init__()
+        self.fn, self.key, self.kwargs = fn, key, dict(kwargs)
+        self.requires = frozenset({key})
+        self.target_keys = frozenset({key})
+
+    def compute(self, outputs, targets):
+        return self.fn(outputs[self.key], targets[self.key], **self.kwargs)
+
+    def extra_repr(self):
+        args = ''.join(f', {k}={v!r}' for k, v in self.kwargs.items())
+        return f'{self.fn.__name__}, key={self.key!r}{args}'
+
+
+class SaltBCE(SaltLoss):
+    """BCE of the image-level ``outputs['salt']`` (N,) against "mask has any salt"."""
+
+    requires = frozenset({'salt'})
+
+    def compute(self, outputs, targets):
+        mask = targets['mask']
+        return bce_with_logits(outputs['salt'].reshape(mask.shape[0]), salt_target(mask))
+
+
+class WeightedSum(SaltLoss):
+    """sum_k weight_k * loss_k(outputs, targets) over named parts.
+
+    parts: mapping name -> (weight, loss module). ``weights`` keeps the weights by name and,
+    after a call, ``parts`` the detached unweighted value of each term.
+    """
+
+    def __init__(self, parts: Mapping[str, Tuple[float, nn.Module]]):
+        super().__init__()
+        if not parts:
+            raise ValueError('WeightedSum needs at least one part')
+        self.weights = {name: float(w) for name, (w, _) in parts.items()}
+        self.terms = nn.ModuleDict({name: loss for name, (_, loss) in parts.items()})
+        self.requires = frozenset().union(*(t.requires for t in self.terms.values()))
+        self.target_keys = frozenset().union(*(t.target_keys for t in self.terms.values()))
+        self.parts = {}
+
+    def compute(self, outputs, targets):
+        values = {name: term(outputs, targets) for name, term in self.terms.items()}
+        self.parts = {name: v.detach() for name, v in values.items()}
+        return sum(self.weights[name] * v for name, v in values.items())
+
+    def extra_repr(self):
+        return 'weights=' + repr(self.weights)
+
+
+# Per-image losses the deep-supervision aux heads can use.
+_PER_IMAGE = {'lovasz': lovasz_hinge_per_image, 'bce': bce_per_image}
+
+
+class DeepSupervisionLoss(SaltLoss):
+    """Loss for models returning the final 'mask', per-scale 'aux' logits and a 'salt' logit.
+
+    total = mask_lovasz_weight * lovasz(mask, all images)
+          + mask_bce_weight * BCE(mask, all images)
+          + salt_weight * BCE(salt, image has salt)
+          + aux_weight * sum over aux heads of aux_kind(aux head, images with salt only)
+
+    The aux heads are supervised only on images that contain salt: an empty image has no
+    shape to learn at each scale, and deciding "empty" is the salt head's job. A batch with
+    no salt image contributes 0 from the aux heads. The weight is per head, so the total aux
+    weight grows with the number of heads.
+    """
+
+    requires = frozenset({'mask', 'aux', 'salt'})
+
+    def __init__(self, mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05,
+                 aux_weight=0.1, aux_kind='lovasz'):
+        super().__init__()
+        if aux_kind not in _PER_IMAGE:
+            raise ValueError(f"aux_kind must be one of {sorted(_PER_IMAGE)}, not {aux_kind!r}")
+        self.mask_lovasz_weight = float(mask_lovasz_weight)
+        self.mask_bce_weight = float(mask_bce_weight)
+        self.salt_weight = float(salt_weight)
+        self.aux_weight = float(aux_weight)
+        self.aux_kind = aux_kind
+        self.parts = {}
+
+    def compute(self, outputs, targets):
+        mask, logits = targets['mask'], outputs['mask']
+        has_salt = salt_target(mask)
+        values = {'mask_lovasz': lovasz_hinge(logits, mask)}
+        if self.mask_bce_weight:
+            values['mask_bce'] = bce_with_logits(logits, mask)
+        values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
+        per_image = _PER_IMAGE[self.aux_kind]
+        # A masked mean instead of indexing the salt images keeps shapes static (no host sync).
+        n_salt = has_salt.sum().clamp_min(1.0)
+        aux = logits.new_zeros((), dtype=torch.float32)
+        for head in outputs['aux']:
+            aux = aux + (per_image(head, mask) * has_salt).sum() / n_salt
+        values['aux'] = aux
+        self.parts = {name: v.detach() for name, v in values.items()}
+        return (self.mask_lovasz_weight * values['mask_lovasz']
+                + self.mask_bce_weight * values.get('mask_bce', 0.0)
+                + self.salt_weight * values['salt']
+                + self.aux_weight * values['aux'])
+
+    def extra_repr(self):
+        return (f'mask_lovasz_weight={self.mask_lovasz_weight}, mask_bce_weight={self.mask_bce_weight}, '
+                f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}')
+
+
+
+# ----------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------
+
+def _bce(key='mask'):
+    return PixelLoss(bce_with_logits, key)
+
+
+def _lovasz(key='mask'):
+    return PixelLoss(lovasz_hinge, key)
+
+
+def _lovasz_symmetric():
+    return PixelLoss(lovasz_hinge, symmetric=True)
+
+
+def _focal():
+    return PixelLoss(focal_with_logits, gamma=2.0, alpha=None)
+
+
+def _dice():
+    return PixelLoss(soft_dice_loss, smooth=0.0, eps=1e-7)
+
+
+def _jaccard():
+    return PixelLoss(soft_jaccard_loss, smooth=0.0, eps=1e-7)
+
+
+# Pixel terms that weighted_sum can combine by these names besides the registry names.
+PRIMITIVES: Dict[str, Callable[[], nn.Module]] = {
+    'bce': _bce,
+    'lovasz': _lovasz,
+    'lovasz_symmetric': _lovasz_symmetric,
+    'focal': _focal,
+    'dice': _dice,
+    'jaccard': _jaccard,
+    'border_bce': lambda: _bce('border'),
+    'salt_bce': SaltBCE,
+}
+
+# Compound losses weigh their parts 1:1: BCE and the overlap terms are of the same order
+# (about 0.1-0.7) over most of training, and the competition recipes used plain sums.
+LOSSES: Dict[str, Callable[[], nn.Module]] = {
+    'BCE': _bce,
+    'lovasz': _lovasz,
+    'focal': _focal,
+    'bce_lovasz': lambda: WeightedSum({'bce': (1.0, _bce()), 'lovasz': (1.0, _lovasz())}),
+    'BCEJaccard': lambda: WeightedSum({'bce': (1.0, _bce()), 'jaccard': (1.0, _jaccard())}),
+    'BCEDice': lambda: WeightedSum({'bce': (1.0, _bce()), 'dice': (1.0, _dice())}),
+    'boundary_bce': lambda: WeightedSum({'mask': (1.0, _bce()), 'border': (1.0, _bce('border'))}),
+    'boundary_lovasz': lambda: WeightedSum({'mask': (1.0, _lovasz()), 'border': (1.0, _bce('border'))}),
+    # Deep supervision (U-Net with per-scale heads and an image-level salt head): the final
+    # mask carries the metric-aligned lovasz alone; the salt BCE and aux terms are small
+    # regularisers (1.0 / 0.05 / 0.1 per head, as in the 1st-place-style setups).
+    'combined': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05, aux_weight=0.1),
+    # Hypercolumn: the fused mask is a 1x1 head over the concatenated per-scale features, so
+    # (a) BCE is added to lovasz on it for dense per-pixel gradients (lovasz only pushes
+    # pixels with positive hinge error) and calibrated probabilities at the 0.5 threshold,
+    # and (b) each aux head gets 0.25 instead of 0.1, since those heads read exactly the
+    # features that are concatenated into the fused output and shaping them is the point.
+    'combined_hyper': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.5, salt_weight=0.05, aux_weight=0.25),
+    'lovasz_symmetric': _lovasz_symmetric,
+    'BCE_lovasz_symmetric': lambda: WeightedSum(
+        {'bce': (1.0, _bce()), 'lovasz_symmetric': (1.0, _lovasz_symmetric())}),
+}
+
+
+def weighted_sum(spec: Mapping[str, float]) -> Callable[[], nn.Module]:
+    """Factory for a weighted sum of named losses, e.g. ``weighted_sum({'bce': 1, 'lovasz': 0.5})``.
+
+    Names come from PRIMITIVES or LOSSES (primitives first); an unknown name raises UserError.
+    Register the result under a new name with ``LOSSES['mine'] = weighted_sum(...)``.
+    """
+    known = {**LOSSES, **PRIMITIVES}
+    factories = {name: lookup(known, name, 'loss') for name in spec}
+    weights = {name: float(w) for name, w in spec.items()}
+    return lambda: WeightedSum({name: (weights[name], factories[name]()) for name in spec})
+
+
+def build_loss(name):
+    """Build the registered loss ``name``; an unknown name raises UserError listing LOSSES."""
+    return lookup(LOSSES, name, 'loss')()

@@ -1,0 +1,92 @@
+"""Small residual U-Nets sized for CPU training on 128x128 inputs.
+
+Unlike ImageNet encoders, the stem keeps full resolution (stride-1 conv, no max-pool): a
+101-pixel image padded to 128 has thin salt structures that a stride-4 stem would blur.
+Compute is kept low instead by few channels at high resolution, stride-2 convs for the four
+downsampling stages, and a one-conv decoder step.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .common import ConvBnAct, SegNet, init_encoder
+from .pretrained import init_encoder_weights
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-bn, ReLU after the sum with the (projected) shortcut.
+
+    x (N, cin, H, W) -> (N, cout, H/stride, W/stride).
+    """
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class LiteEncoder(nn.Module):
+    """Stride-1 stem then four stride-2 residual stages. Widths w, 2w, 4w, 8w, 16w.
+
+    x (N, 3, H, W) -> [(N, w, H), (N, 2w, H/2), (N, 4w, H/4), (N, 8w, H/8), (N, 16w, H/16)].
+    blocks: residual blocks per stage (the first one downsamples).
+    """
+
+    strides = (1, 2, 4, 8, 16)
+
+    def __init__(self, width=16, blocks=(1, 1, 1, 1)):
+        super().__init__()
+        widths = [width * 2 ** i for i in range(5)]
+        self.channels = tuple(widths)
+        self.stem = ConvBnAct(3, width)
+        stages = []
+        for cin, cout, n in zip(widths[:-1], widths[1:], blocks):
+            stages.append(nn.Sequential(BasicBlock(cin, cout, 2), *[BasicBlock(cout, cout) for _ in range(n - 1)]))
+        self.stages = nn.ModuleList(stages)
+        init_encoder(self)
+
+    def forward(self, x):
+        feats = [self.stem(x)]
+        for stage in self.stages:
+            feats.append(stage(feats[-1]))
+        return feats
+
+
+def _lite(pretrained, arch, width, scse=False, **heads):
+    # scse=False by default: the gates cost speed on CPU; the option is kept for ablations
+    enc = LiteEncoder(width)
+    init_encoder_weights(enc, pretrained, arch, imagenet=None)
+    w = width
+    # decoder steps narrower than the encoder stages: the decoder runs at the higher
+    # resolutions, so its widths dominate the cost
+    return SegNet(enc, (w * 4, w * 2, w, w), scse=scse, n_convs=1, up='deconv', channels_last=True, **heads)
+
+
+def unet_lite(pretrained=None):
+    """Residual U-Net, widths 16..256, full-resolution stem; outputs {'mask'}."""
+    return _lite(pretrained, 'unet_lite', 16)
+
+
+def unet_lite_w32(pretrained=None):
+    """``unet_lite`` at double width (32..512); outputs {'mask'}."""
+    return _lite(pretrained, 'unet_lite_w32', 32)
+
+
+def unet_lite_ds(pretrained=None):
+    """``unet_lite`` with hypercolumn, deep supervision and salt head; outputs {'mask', 'aux', 'salt'}."""
+    # the hypercolumn cuts each step to 8 channels before upsampling and mixes them with a 1x1
+    # conv: a 3x3 over all decoder channels at full resolution would cost more than the encoder
+    return _lite(pretrained, 'unet_lite_ds', 16, hypercolumn=True, hyper_channels=16, hyper_reduce=8,
+                 hyper_kernel=1, aux=True, salt=True, fuse_salt=True)

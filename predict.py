@@ -1,0 +1,82 @@
+"""Predict the test images with one snapshot and write a submission CSV.
+
+    python3 predict.py --snapshot experiments/wide_fold0/snapshots/epoch_194.loss_1.1063.iout_0.855 --th 0.51
+
+The architecture, input transform and back-transform come from the snapshot. Writes
+EXP/predictions/<snapshot>.csv (id,rle_mask in sample_submission.csv order) and the raw
+probabilities <snapshot>.npy (N, 101, 101) float16 beside it, for predict_fold_avg.py.
+"""
+from pathlib import Path
+
+from utils.cli import Parser, data_options, device_options, predict_options
+from utils.errors import UserError, run_cli
+
+
+def parse_args(argv=None, tta=False):
+    from net.tta import TTAS
+    p = Parser(description=__doc__.split('\n')[0], parents=[predict_options(), data_options(), device_options()])
+    if tta:
+        p.add_argument('--tta', default='null_hflip', choices=sorted(TTAS), help="test-time augmentation set")
+    args = p.parse_args(argv)
+    if not tta:
+        args.tta = 'null'
+    return args
+
+
+def resolve_data_dir(args, snap):
+    return Path(args.data_dir or snap.get('config', {}).get('data_dir') or 'data')
+
+
+def default_out(snapshot, tag):
+    snapshot = Path(snapshot)
+    root = snapshot.parent.parent if snapshot.parent.name == 'snapshots' else snapshot.parent.parent.parent
+    return root / 'predictions' / f"{snapshot.name}{tag}.csv"
+
+
+def predict_one(path, args, rt, images, tta):
+    """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one}."""
+    from net.engine import predict_probs
+    from net.inference import model_from_snapshot, transforms_for
+    model, snap = model_from_snapshot(path, rt, args.arch)
+    val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
+    keys = ('mask', 'border') if 'border' in getattr(model, 'output_keys', ()) else ('mask',)
+    probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
+                             desc=f"predict {Path(path).name}")
+    return probs, snap
+
+
+def finish(out, ids, probs, th, extra=None):
+    """Save raw probabilities beside the CSV and write the submission; print where they are."""
+    from utils.io import save_npy
+    from utils.submission import write_submission
+    out = Path(out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
+    save_npy(out.with_suffix('.npy'), probs)
+    for key, arr in (extra or {}).items():
+        save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
+    share = write_submission(out, ids, probs, th)
+    print(f"raw probabilities: {out.with_suffix('.npy')}")
+    print(f"submission: {out} ({len(ids)} images, {share:.1%} with salt at threshold {th})")
+    return out
+
+
+def main(args=None, tta=False):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args, tta)
+    from net.engine import setup_runtime
+    from net.tta import build_tta
+    from utils.data import load_test_images
+    from utils.io import load_snapshot
+
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
+    views = build_tta(args.tta)
+    snap = load_snapshot(args.snapshot)
+    images, ids = load_test_images(resolve_data_dir(args, snap))
+    probs, snap = predict_one(args.snapshot, args, rt, images, views)
+    out = args.out or default_out(args.snapshot, '' if args.tta == 'null' else f'.tta_{args.tta}')
+    extra = {k: v for k, v in probs.items() if k != 'mask'}
+    return finish(out, ids, probs['mask'], args.th, extra)
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -1,0 +1,52 @@
+"""Average raw probability masks (of several folds or models) and write one submission.
+
+    python3 predict_fold_avg.py fold0.npy fold1.npy fold2.npy --th 0.5 --data_dir data
+
+Each file is (N, 101, 101) as saved by predict*.py for the same test images, in
+sample_submission.csv order. The files are read memory-mapped and summed in chunks, so 18000
+masks from many folds fit in little memory.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from utils.cli import Parser, probability
+from utils.errors import UserError, run_cli
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split('\n')[0])
+    p.add_argument('masks', nargs='+', help="raw probability .npy files")
+    p.add_argument('--th', type=probability, default=0.5)
+    p.add_argument('--data_dir', default='data', help="folder with sample_submission.csv (default ./data)")
+    p.add_argument('--out', default='submission_fold_avg.csv')
+    return p.parse_args(argv)
+
+
+def main(args=None):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+    from utils.data import test_ids
+    from utils.io import load_npy, save_npy
+    from utils.submission import check_probs, write_submission
+
+    ids = test_ids(args.data_dir)
+    arrays = []
+    for f in args.masks:
+        a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
+        check_probs(a, f, len(ids))
+        arrays.append(a)
+    out = Path(args.out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
+    mean = np.empty((len(ids), 101, 101), np.float16)
+    for a in range(0, len(ids), 2048):
+        acc = sum(x[a:a + 2048].astype(np.float32) for x in arrays)
+        mean[a:a + 2048] = acc / len(arrays)
+    save_npy(out.with_suffix('.npy'), mean)
+    share = write_submission(out, ids, mean, args.th)
+    print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
+    return out
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -1,0 +1,78 @@
+"""stack_and_save.py, make_folds.py and evaluate.py, run as a user runs them."""
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+
+def run(args, cwd=ROOT):
+    return subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('from_utils', [False, True])
+def test_stack_real_cut(real_cut, from_utils):
+    script = 'stack_and_save.py' if from_utils else 'utils/stack_and_save.py'
+    r = run([script, '--data_dir', str(real_cut)], cwd=ROOT / 'utils' if from_utils else ROOT)
+    assert r.returncode == 0, r.stderr
+    images = np.load(real_cut / 'train_images.npy')
+    masks = np.load(real_cut / 'train_masks.npy')
+    test = np.load(real_cut / 'test_images.npy')
+    train = pd.read_csv(real_cut / 'train.csv', dtype=str, keep_default_na=False)
+    sub = pd.read_csv(real_cut / 'sample_submission.csv', dtype=str)
+    assert images.shape == (len(train), 101, 101) and images.dtype == np.uint8
+    assert test.shape == (len(sub), 101, 101)
+    assert set(np.unique(masks)) <= {0, 1}
+    k = len(train) // 2
+    i = train['id'].iloc[k]
+    png = cv2.imread(str(real_cut / 'train' / 'images' / f'{i}.png'), cv2.IMREAD_UNCHANGED)
+    assert (images[k] == png[..., 0]).all()
+    m16 = cv2.imread(str(real_cut / 'train' / 'masks' / f'{i}.png'), cv2.IMREAD_UNCHANGED)
+    assert (masks[k] == (m16 > 0)).all()
+    j = sub['id'].iloc[-1]
+    assert (test[-1] == cv2.imread(str(real_cut / 'test' / 'images' / f'{j}.png'), cv2.IMREAD_UNCHANGED)[..., 0]).all()
+
+
+def test_make_folds_stratified_and_plain(real_cut):
+    csv = real_cut / 'train.csv'
+    assert run(['utils/make_folds.py', '--p', str(csv), '--n', '4']).returncode == 0
+    f = pd.read_csv(real_cut / 'train_with_folds.csv', dtype={'id': str}, keep_default_na=False)
+    src = pd.read_csv(csv, dtype={'id': str}, keep_default_na=False)
+    assert list(f['id']) == list(src['id']) and list(f['rle_mask']) == list(src['rle_mask'])
+    assert sorted(f['fold'].unique()) == [0, 1, 2, 3]
+    assert f['fold'].value_counts().max() - f['fold'].value_counts().min() <= 1
+    empty = f['rle_mask'] == ''
+    per_fold = f[empty].groupby('fold').size()
+    assert per_fold.max() - per_fold.min() <= 2  # coverage-stratified: empties spread evenly
+    again = run(['utils/make_folds.py', '--p', str(csv), '--n', '4', '--out', str(real_cut / 'b.csv')])
+    assert again.returncode == 0
+    assert (pd.read_csv(real_cut / 'b.csv')['fold'] == f['fold']).all()  # seeded
+    for mode in ('none', 'depth'):
+        r = run(['utils/make_folds.py', '--p', str(csv), '--n', '3', '--stratify', mode, '--out', str(real_cut / f'{mode}.csv')])
+        assert r.returncode == 0, r.stderr
+        assert sorted(pd.read_csv(real_cut / f'{mode}.csv')['fold'].unique()) == [0, 1, 2]
+
+
+def test_evaluate_matches_metric(tmp_path):
+    from utils.rle import rle_encode
+    rng = np.random.default_rng(0)
+    ids = [f'{k:010x}' for k in range(20)]
+    true = (rng.random((20, 101, 101)) < 0.4) & (rng.random((20, 1, 1)) < 0.6)
+    pred = true ^ (rng.random(true.shape) < 0.05)
+    pred[:3] = False
+    pd.DataFrame({'id': ids, 'rle_mask': [rle_encode(m) for m in true]}).to_csv(tmp_path / 't.csv', index=False)
+    # The submission may list the ids in another order and more of them.
+    pd.DataFrame({'id': ids[::-1] + ['ffffffffff'], 'rle_mask': [rle_encode(m) for m in pred[::-1]] + ['']}).to_csv(
+        tmp_path / 's.csv', index=False)
+    r = run(['utils/evaluate.py', '--submission', str(tmp_path / 's.csv'), '--truth', str(tmp_path / 't.csv')])
+    assert r.returncode == 0, r.stderr
+    from utils.metric import score
+    assert float(r.stdout.strip().splitlines()[-1].split()[-1]) == pytest.approx(score(pred, true), abs=1e-4)
+    # A submission missing an id is an error, not a silent zero.
+    pd.DataFrame({'id': ids[:5], 'rle_mask': [''] * 5}).to_csv(tmp_path / 'short.csv', index=False)
+    r = run(['utils/evaluate.py', '--submission', str(tmp_path / 'short.csv'), '--truth', str(tmp_path / 't.csv')])
+    assert r.returncode == 2 and 'no row for 15 ids' in r.stderr and 'Traceback' not in r.stderr

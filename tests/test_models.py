@@ -1,0 +1,235 @@
+"""Architecture registry: output contract, gradients, and encoder weight loading (CPU, fast)."""
+import os
+
+import pytest
+import torch
+import torch.hub
+
+from net.models import ARCHITECTURES, build_model
+from net.models.pretrained import hub_checkpoint_path
+from utils.errors import UserError
+
+
+
+WIDE = sorted(n for n in ARCHITECTURES if n.startswith('wide_resnet'))
+# The WiderResNet-38 encoder (105M parameters) takes seconds per step on 2 CPU cores, and every
+# wide variant shares it: train the variant with the most heads, check the others in eval.
+WIDE_TRAINED = 'wide_resnet_hypercolumn'
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.manual_seed(0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def _check_outputs(model, out, n, size):
+    assert isinstance(out, dict)
+    assert set(out) == set(model.output_keys)
+    assert out['mask'].shape == (n, 1, size, size)
+    for key, value in out.items():
+        maps = value if key == 'aux' else [value]
+        if key == 'aux':
+            assert isinstance(value, list) and len(value) >= 2
+        for t in maps:
+            assert t.dtype == torch.float32
+            assert torch.isfinite(t).all(), key
+            assert t.shape == ((n,) if key == 'salt' else (n, 1, size, size)), key
+
+
+def _total(out):
+    """A scalar touching every output, so every head receives gradient."""
+    loss = 0
+    for key, value in out.items():
+        for t in (value if key == 'aux' else [value]):
+            loss = loss + t.float().mean()
+    return loss
+
+
+def _train_step(model, n=2, size=128):
+    model.train()
+    out = model(torch.randn(n, 3, size, size))
+    _check_outputs(model, out, n, size)
+    _total(out).backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is None or torch.isfinite(g).all() for g in grads.values())
+    live = [name for name, g in grads.items() if g is not None and g.abs().sum() > 0]
+    assert any(name.startswith('encoder.') for name in live), 'no gradient reached the encoder'
+    assert any(not name.startswith('encoder.') for name in live), 'no gradient reached the decoder'
+
+
+def test_registry_is_complete():
+    expected = {'unet_resnet34_v1', 'wide_resnet_v1', 'wide_resnet_v2', 'wide_resnet_hypercolumn',
+                'wide_resnet_se', 'seresnext', 'ds_resnet_34', 'wide_resnet_border',
+                'unet_lite', 'unet_lite_w32', 'unet_lite_ds'}
+    assert expected <= set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize('name', sorted(set(ARCHITECTURES) - set(WIDE)) + [WIDE_TRAINED])
+def test_train_step(name):
+    model = build_model(name, pretrained=None)
+    assert isinstance(model.output_keys, frozenset) and 'mask' in model.output_keys
+    _train_step(model)
+
+
+@pytest.mark.parametrize('name', [n for n in WIDE if n != WIDE_TRAINED])
+def test_wide_resnet_eval(name):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 128, 128))
+    _check_outputs(model, out, 1, 128)
+
+
+def test_declared_heads():
+    keys = {n: ARCHITECTURES[n]().output_keys for n in ('ds_resnet_34', 'unet_lite_ds', 'unet_lite')}
+    assert keys['ds_resnet_34'] == keys['unet_lite_ds'] == {'mask', 'aux', 'salt'}
+    assert keys['unet_lite'] == {'mask'}
+
+
+def test_256_input():
+    model = build_model('unet_lite').eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 256, 256))
+    _check_outputs(model, out, 1, 256)
+
+
+@pytest.mark.parametrize('name', ['unet_lite_ds', 'ds_resnet_34'])
+def test_autocast_channels_last(name):
+    model = build_model(name).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(x)
+    _check_outputs(model, out, 2, 128)
+    _total(out).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_unknown_name():
+    with pytest.raises(UserError) as e:
+        build_model('nope')
+    assert 'nope' in str(e.value) and 'unet_lite' in str(e.value) and 'wide_resnet_v1' in str(e.value)
+
+
+def test_none_string_is_random_init():
+    assert build_model('unet_lite', pretrained='none').output_keys == {'mask'}
+
+
+# ---- pretrained=PATH -------------------------------------------------------------------------
+
+def _perturbed_encoder_state(name):
+    state = build_model(name).encoder.state_dict()
+    return {k: (v + 0.5 if v.is_floating_point() else v) for k, v in state.items()}
+
+
+@pytest.mark.parametrize('name', ['unet_resnet34_v1', 'unet_lite'])
+def test_load_encoder_file(tmp_path, name):
+    state = _perturbed_encoder_state(name)
+    path = tmp_path / 'enc.pth'
+    torch.save(state, path)
+    model = build_model(name, pretrained=str(path))
+    loaded = model.encoder.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_load_encoder_file_nested_checkpoint(tmp_path):
+    # a whole-model checkpoint of this package, wrapped as trainers usually save it
+    model = build_model('unet_lite')
+    with torch.no_grad():
+        model.encoder.stem[0].weight.add_(1.0)
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'state_dict': model.state_dict(), 'epoch': 3}, path)
+    again = build_model('unet_lite', pretrained=path)
+    assert torch.equal(again.encoder.stem[0].weight, model.encoder.stem[0].weight)
+
+
+def _one_line_user_error(name, pretrained, *needles):
+    with pytest.raises(UserError) as e:
+        build_model(name, pretrained=pretrained)
+    msg = str(e.value)
+    assert '\n' not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+def test_file_of_another_architecture(tmp_path):
+    path = tmp_path / 'resnet34_encoder.pth'
+    torch.save(build_model('unet_resnet34_v1').encoder.state_dict(), path)
+    _one_line_user_error('unet_lite', str(path), str(path), 'unet_lite', 'missing')
+
+
+def test_file_with_wrong_shapes(tmp_path):
+    path = tmp_path / 'w32.pth'
+    torch.save(build_model('unet_lite_w32').encoder.state_dict(), path)
+    _one_line_user_error('unet_lite', str(path), str(path), 'shape')
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / 'nowhere.pth'
+    _one_line_user_error('unet_lite', str(path), str(path), 'does not exist')
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / 'junk.pth'
+    path.write_bytes(os.urandom(4096))
+    _one_line_user_error('unet_lite', str(path), str(path))
+
+
+def test_file_without_state_dict(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([1, 2, 3], path)
+    _one_line_user_error('unet_lite', str(path), str(path))
+
+
+# ---- pretrained='imagenet' --------------------------------------------------------------------
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """Empty torch.hub cache and a download that fails at once, as on a machine without internet."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    calls = []
+
+    def refuse(url, *args, **kwargs):
+        calls.append(url)
+        raise OSError('network is unreachable')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', refuse)
+    return calls
+
+
+def _warning_lines(err):
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_imagenet_offline_warns_and_continues(offline_hub, capsys):
+    model = build_model('unet_resnet34_v1', pretrained='imagenet')
+    assert model.output_keys == {'mask'}
+    assert offline_hub, 'the download should have been attempted'
+    lines = _warning_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and 'could not be loaded' in lines[0] and 'random init' in lines[0]
+
+
+def test_imagenet_from_hub_cache(offline_hub, capsys):
+    from torchvision.models import ResNet34_Weights
+    state = _perturbed_encoder_state('unet_resnet34_v1')
+    ckpt = dict(state, **{'fc.weight': torch.zeros(1000, 512), 'fc.bias': torch.zeros(1000)})
+    path = hub_checkpoint_path(ResNet34_Weights.IMAGENET1K_V1)
+    assert path.startswith(str(os.environ['TORCH_HOME']))
+    os.makedirs(os.path.dirname(path))
+    torch.save(ckpt, path)
+    model = build_model('ds_resnet_34', pretrained='imagenet')
+    assert not offline_hub, 'a cached file must not be downloaded again'
+    assert capsys.readouterr().err == ''
+    loaded = model.encoder.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize('name', ['seresnext', 'unet_lite'])
+def test_imagenet_unavailable_for_own_encoders(offline_hub, capsys, name):
+    model = build_model(name, pretrained='imagenet')
+    assert 'mask' in model.output_keys
+    lines = _warning_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and 'local' in lines[0]
+    assert not offline_hub

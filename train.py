@@ -1,0 +1,208 @@
+"""Train a salt-segmentation model on one fold.
+
+    python3 train.py --arch wide_resnet_v1 --batch_size=32 --loss BCE --optimizer adam_1e-4 \
+        --experiment_dir experiments/wide_fold0_128 --n_epochs 200 --train_augs train_128_v1 \
+        --val_augs val_128_resize --val_transforms resize_from_any --fold 0 --data_dir data
+
+Reads DATA_DIR/train_images.npy and train_masks.npy (utils/stack_and_save.py) and the folds
+file (utils/make_folds.py). Writes EXP/train_config.json, EXP/logs/log.csv and, whenever the
+validation loss or score improves, a snapshot with its validation masks under EXP/snapshots/.
+Runs under torchrun for several processes: torchrun --nproc_per_node=N train.py ...
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from utils.cli import Parser, data_options, device_options
+from utils.errors import UserError, run_cli
+
+
+def registries():
+    from net.augmentations import BACK_TRANSFORMS, TRAIN_AUGS, VAL_AUGS
+    from net.losses import LOSSES
+    from net.models import ARCHITECTURES
+    from net.optim import OPTIMIZERS, SCHEDULERS
+    return dict(arch=ARCHITECTURES, loss=LOSSES, optimizer=OPTIMIZERS, scheduler=SCHEDULERS,
+                train_augs=TRAIN_AUGS, val_augs=VAL_AUGS, val_transforms=BACK_TRANSFORMS)
+
+
+def parse_args(argv=None, border=False):
+    reg = registries()
+    p = Parser(description=(__doc__ if not border else __doc__.replace('a salt-segmentation model',
+                            'a two-output (mask + border) model')).split('\n')[0],
+               parents=[data_options(), device_options()])
+    p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
+    p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
+    p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
+    p.add_argument('--scheduler', default='step_50_05', choices=sorted(reg['scheduler']))
+    p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']))
+    p.add_argument('--val_augs', default='val_128_resize', choices=sorted(reg['val_augs']))
+    p.add_argument('--val_transforms', default='resize_from_any', choices=sorted(reg['val_transforms']))
+    p.add_argument('--batch_size', type=int, default=32)
+    p.add_argument('--val_batch_size', type=int, default=64)
+    p.add_argument('--n_epochs', type=int, default=None, help="epochs (default 200; with --resume, the run's own)")
+    p.add_argument('--cycles', type=int, default=1,
+                   help="snapshot ensembling: restart the schedule this many times; snapshots of cycle k go to snapshots/cycle_k/")
+    p.add_argument('--fold', type=int, default=0)
+    p.add_argument('--folds_csv', default=None, help="folds file (default: DATA_DIR/train_with_folds.csv)")
+    p.add_argument('--experiment_dir', required=True)
+    p.add_argument('--pretrained', default='imagenet',
+                   help="encoder weights: imagenet (torchvision's, when cached or downloadable), none, or a path to a state dict")
+    p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--max_minutes', type=float, default=0,
+                   help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
+    p.add_argument('--schedule_by', default='epoch', choices=['epoch', 'time'],
+                   help="time: with --max_minutes, the learning rate follows a cosine over the time budget")
+    p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
+    g.add_argument('--overwrite', action='store_true', help="delete the run in --experiment_dir and start again")
+    args = p.parse_args(argv)
+    for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.cycles > (args.n_epochs or 200):
+        p.error(f"--cycles {args.cycles} is more than --n_epochs {args.n_epochs}")
+    args.border = border
+    return args
+
+
+def build_config(args):
+    data_dir = Path(args.data_dir or 'data').resolve()
+    folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
+    keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
+            'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
+            'limit', 'border']
+    config = {k: getattr(args, k) for k in keys}
+    config['n_epochs'] = args.n_epochs or 200
+    config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
+                  command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    return config
+
+
+def load_fold(config):
+    """Training and validation arrays of the configured fold (with border targets for the border model)."""
+    from utils.data import data_dir_checked, fold_indices, load_train_arrays
+    data_dir = data_dir_checked(config['data_dir'])
+    images, masks = load_train_arrays(data_dir)
+    tr, va = fold_indices(data_dir, config['folds_csv'], config['fold'])
+    if config['limit']:
+        tr, va = tr[:config['limit']], va[:max(1, config['limit'] // 4)]
+    if len(tr) < config['batch_size']:
+        raise UserError(f"only {len(tr)} training images for --batch_size {config['batch_size']}; lower --batch_size")
+    val_targets = masks[va][:, None]
+    if config['border']:
+        from net.augmentations import border_of
+        val_targets = np.concatenate([val_targets, np.stack([border_of(m) for m in masks[va]])[:, None]], axis=1)
+    return images[tr], masks[tr], images[va], val_targets
+
+
+def main(args=None, border=False):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
+    import torch
+
+    from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_train_aug, build_val_aug
+    from net.engine import fit, setup_runtime
+    from net.losses import build_loss
+    from net.models import build_model
+    from net.optim import build_optimizer
+    from utils.data import TrainDataset
+    from utils.experiment import Experiment
+
+    exp = Experiment(args.experiment_dir)
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
+    resume = None
+    if args.resume:
+        exp.prepare(resume=True, overwrite=False)
+        resume = load_checkpoint(exp.checkpoint_path)
+        config = resume['config']
+        # Only the length of the run and its time budget may change when resuming.
+        if args.n_epochs:
+            config['n_epochs'] = max(args.n_epochs, resume['epoch'])
+        if args.max_minutes:
+            config['max_minutes'] = args.max_minutes
+    else:
+        config = build_config(args)
+        if rt.is_main:
+            exp.prepare(resume=False, overwrite=args.overwrite)
+    if rt.distributed:
+        torch.distributed.barrier()
+    torch.manual_seed(config['seed'])
+    np.random.seed(config['seed'])
+
+    if TRAIN_VAL_PAIRS.get(config['train_augs']) not in (None, config['val_augs']):
+        print(f"warning: --train_augs {config['train_augs']} places images like {TRAIN_VAL_PAIRS[config['train_augs']]}, "
+              f"not like --val_augs {config['val_augs']}", file=sys.stderr)
+    if VAL_BACK_PAIRS.get(config['val_augs']) not in (None, config['val_transforms']):
+        raise UserError(f"--val_transforms {config['val_transforms']} does not undo --val_augs {config['val_augs']}; "
+                        f"pass --val_transforms {VAL_BACK_PAIRS[config['val_augs']]}")
+
+    tr_images, tr_masks, va_images, va_targets = load_fold(config)
+    model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
+    loss_fn = build_loss(config['loss'])
+    missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
+    if missing:
+        raise UserError(f"loss {config['loss']} needs model outputs {sorted(missing)} that {config['arch']} "
+                        f"does not give; pick a loss for this architecture (e.g. BCE, lovasz)")
+    if config['border'] and 'border' not in model.output_keys:
+        raise UserError(f"{config['arch']} has no border output; train_border.py needs --arch wide_resnet_border")
+    model = model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config['optimizer'], model.parameters())
+    if rt.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
+    if args.compile:
+        model = torch.compile(model)
+    train_set = TrainDataset(tr_images, tr_masks, build_train_aug(config['train_augs']), with_border=config['border'])
+    val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
+    if rt.is_main:
+        exp.write_config(config)
+        print(f"training {config['arch']} on fold {config['fold']}: {len(tr_images)} train / {len(va_images)} val images, "
+              f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
+              f"{f', {rt.world_size} processes' if rt.distributed else ''}")
+    plots = make_plotter(exp, va_images, va_targets[:, 0]) if rt.is_main else None
+    summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
+                  resume=resume, on_epoch_end=plots)
+    if rt.is_main:
+        report(summary, exp)
+    if rt.distributed:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def load_checkpoint(path):
+    import pickle
+
+    import torch
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"cannot read {path} ({str(e).splitlines()[0][:100]}); start again with --overwrite") from None
+
+
+def make_plotter(exp, images, masks):
+    try:
+        from utils.plots import ExperimentPlots
+    except ImportError:
+        return None
+    return ExperimentPlots(exp, images, masks)
+
+
+def report(summary, exp):
+    best = summary['best']
+    lines = ["", "=" * 60,
+             f"{summary['epochs_run']} epochs in {summary['minutes']:.1f} min"
+             + (" (stopped by --max_minutes)" if summary['stopped_by_budget'] else "")]
+    if best:
+        lines.append(f"best epoch {best['epoch']}: val score {best['val_score']:.4f}, val IoU {best['val_iou']:.4f}, "
+                     f"val loss {best['val_loss']:.4f}")
+    lines += [f"log:       {exp.log_path}", f"snapshots: {exp.snapshot_root}/",
+              "next:      python3 optimize_threshold.py --masks_fn <a val_masks_*.npy of the snapshots>", "=" * 60]
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    run_cli(main)

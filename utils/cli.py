@@ -1,0 +1,63 @@
+"""Argument parsing shared by the scripts: parent parsers for options several scripts take."""
+import argparse
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (problem and fix), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def data_options():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument('--data_dir', default=None,
+                   help="folder with train.csv, sample_submission.csv and the stacked .npy arrays "
+                        "(default: the one the snapshot was trained on, else ./data)")
+    return p
+
+
+def device_options():
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group('device')
+    g.add_argument('--device', default='auto', help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    g.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
+                   help="mixed precision: auto = bf16 on CUDA that supports it, else fp16 with a scaler; off on CPU")
+    g.add_argument('--channels_last', default='auto', choices=['auto', 'on', 'off'],
+                   help="NHWC memory layout (auto: on for CUDA)")
+    g.add_argument('--compile', action='store_true', help="torch.compile the model (CUDA; slow first epoch)")
+    g.add_argument('--workers', type=int, default=-1,
+                   help="data loader worker processes (-1: 0 on CPU, where they would steal compute, 4 on CUDA)")
+    g.add_argument('--threads', type=int, default=0, help="CPU threads for torch (0: all cores)")
+    return p
+
+
+def predict_options():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument('--snapshot', required=True, help="snapshot file written by train.py")
+    p.add_argument('--th', type=probability, default=0.5, help="probability threshold in [0, 1] (default 0.5)")
+    p.add_argument('--arch', default=None, help="architecture; only a check: the snapshot knows its own")
+    p.add_argument('--val_augs', default=None, help="input transform (default: the snapshot's)")
+    p.add_argument('--val_transforms', default=None, help="back-transform to 101x101 (default: the snapshot's)")
+    p.add_argument('--batch_size', type=int, default=64)
+    p.add_argument('--out', default=None, help="submission CSV path (default: EXPERIMENT/predictions/<snapshot>.csv)")
+    return p
+
+
+def probability(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold {text!r} is not a number in [0, 1]") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold {v} is outside [0, 1]")
+    return v
+
+
+def repo_on_path():
+    """Let `python3 utils/x.py` and `python3 x.py` from utils/ import the `utils` and `net` packages."""
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)

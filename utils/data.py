@@ -1,0 +1,121 @@
+"""Reading the competition's files and the stacked arrays, and the training dataset."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import UserError
+from utils.io import load_npy
+
+SIZE = 101
+
+
+def read_csv(path, what, columns, fix):
+    """Read a CSV that must have `columns`; errors say which file and how to get it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}; {fix}")
+    try:
+        frame = pd.read_csv(path, dtype={'id': str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a readable CSV ({str(e).splitlines()[0][:100]}); {fix}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} has no column(s) {', '.join(missing)}; {fix}")
+    return frame
+
+
+def data_dir_checked(data_dir):
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise UserError(f"data directory not found: {d}; pass --data_dir with the unzipped competition data "
+                        f"(train.csv, sample_submission.csv, train/, test/)")
+    return d
+
+
+def train_ids(data_dir):
+    fix = "it comes with the competition data (pass the right --data_dir)"
+    return read_csv(Path(data_dir) / 'train.csv', 'train.csv', ['id'], fix)['id'].tolist()
+
+
+def test_ids(data_dir):
+    fix = "it comes with the competition data (pass the right --data_dir)"
+    return read_csv(Path(data_dir) / 'sample_submission.csv', 'sample_submission.csv', ['id'], fix)['id'].tolist()
+
+
+def stack_hint(data_dir):
+    return f"python3 utils/stack_and_save.py --data_dir {data_dir}"
+
+
+def load_train_arrays(data_dir):
+    """Stacked train images and masks, (N, 101, 101) uint8 each, in train.csv order."""
+    hint = stack_hint(data_dir)
+    images = load_npy(Path(data_dir) / 'train_images.npy', 'stacked train images', hint)
+    masks = load_npy(Path(data_dir) / 'train_masks.npy', 'stacked train masks', hint)
+    for name, arr in (('train_images.npy', images), ('train_masks.npy', masks)):
+        if arr.ndim != 3 or arr.shape[1:] != (SIZE, SIZE):
+            raise UserError(f"{Path(data_dir) / name} has shape {arr.shape}, not (N, 101, 101); make it again with: {hint}")
+    if len(images) != len(masks):
+        raise UserError(f"train_images.npy has {len(images)} rows but train_masks.npy {len(masks)}; make both again with: {hint}")
+    return images, masks
+
+
+def load_test_images(data_dir, mmap=True):
+    """Stacked test images (N, 101, 101) uint8 in sample_submission.csv order, and their ids."""
+    hint = stack_hint(data_dir)
+    images = load_npy(Path(data_dir) / 'test_images.npy', 'stacked test images', hint, mmap=mmap)
+    ids = test_ids(data_dir)
+    if images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
+        raise UserError(f"{Path(data_dir) / 'test_images.npy'} has shape {images.shape}, not (N, 101, 101); make it again with: {hint}")
+    if len(images) != len(ids):
+        raise UserError(f"test_images.npy has {len(images)} images but sample_submission.csv lists {len(ids)}; "
+                        f"make it again with: {hint}")
+    return images, ids
+
+
+def fold_indices(data_dir, folds_csv, fold):
+    """Row indices (into the train.csv order) of the training and validation parts of `fold`."""
+    ids = train_ids(data_dir)
+    fix = f"make it with: python3 utils/make_folds.py --p {Path(data_dir) / 'train.csv'} --n 5"
+    folds = read_csv(folds_csv, 'folds file', ['id', 'fold'], fix)
+    pos = {i: k for k, i in enumerate(ids)}
+    unknown = [i for i in folds['id'] if i not in pos]
+    if unknown or len(folds) != len(ids):
+        raise UserError(f"{folds_csv} does not match {Path(data_dir) / 'train.csv'} "
+                        f"({len(folds)} vs {len(ids)} ids); {fix}")
+    have = sorted(set(folds['fold'].astype(int)))
+    if fold not in have:
+        raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass --fold in that range")
+    order = folds['id'].map(pos).to_numpy()
+    is_val = folds['fold'].astype(int).to_numpy() == fold
+    return np.sort(order[~is_val]), np.sort(order[is_val])
+
+
+class TrainDataset:
+    """Indexable training set: yields (image uint8 (1,S,S), targets uint8 (K,S,S)) after augmentation.
+
+    targets' first channel is the mask; with `with_border`, the second is the mask's border,
+    computed on the 101x101 mask before augmentation so that it moves with the image.
+    """
+
+    def __init__(self, images, masks, aug, with_border=False):
+        self.images, self.masks, self.aug = images, masks, aug
+        self.borders = None
+        if with_border:
+            from net.augmentations import border_of
+            self.borders = np.stack([border_of(m) for m in masks]) if len(masks) else masks
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        import torch
+        image = np.asarray(self.images[i])
+        mask = np.asarray(self.masks[i])
+        if self.borders is None:
+            out = self.aug(image=image, mask=mask)
+            target = out['mask'][None]
+        else:
+            out = self.aug(image=image, masks=[mask, self.borders[i]])
+            target = np.stack(out['masks'])
+        return torch.from_numpy(np.ascontiguousarray(out['image'][None])), torch.from_numpy(np.ascontiguousarray(target))

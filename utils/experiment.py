@@ -1,0 +1,86 @@
+"""An experiment directory: its config, log, snapshots, validation masks and resume checkpoint.
+
+    EXP/train_config.json                     every option of the run, plus fold and data paths
+    EXP/logs/log.csv                          one row per epoch
+    EXP/snapshots[/cycle_k]/epoch_{e}.loss_{l:.4f}.iout_{s:.3f}          model + how it was made
+    EXP/snapshots[/cycle_k]/val_masks_epoch_{e}.loss_{l:.4f}.iout_{s:.3f}.npy   fold's probabilities
+    EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from utils.errors import UserError
+from utils.io import SNAPSHOT_FORMAT, save_csv, save_json, save_npy, save_torch
+
+LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
+
+
+class Experiment:
+    def __init__(self, root):
+        self.root = Path(root)
+        self.config_path = self.root / 'train_config.json'
+        self.log_path = self.root / 'logs' / 'log.csv'
+        self.checkpoint_path = self.root / 'checkpoint.pth'
+        self.snapshot_root = self.root / 'snapshots'
+
+    def has_run(self):
+        return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root))
+
+    def prepare(self, resume, overwrite):
+        """Check the directory against --resume/--overwrite before anything is written."""
+        if resume and overwrite:
+            raise UserError("--resume and --overwrite contradict each other; pass one")
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(f"nothing to resume in {self.root} (no checkpoint.pth); start it without --resume")
+            return
+        if self.has_run():
+            if not overwrite:
+                raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
+                                f"start again (deletes its snapshots and logs), or another --experiment_dir")
+            for p in (self.snapshot_root, self.root / 'logs'):
+                shutil.rmtree(p, ignore_errors=True)
+            for p in (self.config_path, self.checkpoint_path):
+                p.unlink(missing_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def load_config(self):
+        return json.loads(self.config_path.read_text())
+
+    def write_config(self, config):
+        save_json(self.config_path, config)
+
+    def snapshot_dir(self, cycle, cycles):
+        return self.snapshot_root / f'cycle_{cycle}' if cycles > 1 else self.snapshot_root
+
+    def save_snapshot(self, model_state, config, epoch, cycle, metrics, val_probs):
+        """Write a snapshot and its validation masks; returns the snapshot's path."""
+        name = f"epoch_{epoch}.loss_{metrics['val_loss']:.4f}.iout_{metrics['val_score']:.3f}"
+        d = self.snapshot_dir(cycle, config['cycles'])
+        path = d / name
+        save_npy(d / f'val_masks_{name}.npy', val_probs.astype('float16'))
+        save_torch(path, {
+            'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
+            'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
+            'val_augs': config['val_augs'], 'val_transforms': config['val_transforms'],
+        })
+        return path
+
+    def write_log(self, rows):
+        save_csv(self.log_path, pd.DataFrame(rows, columns=LOG_COLUMNS))
+
+    def save_checkpoint(self, state):
+        save_torch(self.checkpoint_path, state)
+
+
+def find_config(path):
+    """train_config.json of the experiment a snapshot or masks file belongs to (searching upwards)."""
+    p = Path(path).resolve().parent
+    for _ in range(4):
+        if (p / 'train_config.json').is_file():
+            return json.loads((p / 'train_config.json').read_text()), p
+        p = p.parent
+    return None, None

@@ -1,0 +1,83 @@
+"""Add a `fold` column to train.csv and write it beside it as train_with_folds.csv.
+
+    python3 utils/make_folds.py --p path/to/train.csv --n 10
+
+Folds are stratified by salt coverage by default, so every fold has the same mix of empty,
+small and large masks; `--stratify depth` balances depth instead and `--stratify none` is the
+original pipeline's plain random split.
+"""
+import sys
+from pathlib import Path
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from utils.cli import Parser
+from utils.data import read_csv
+from utils.errors import UserError, run_cli
+from utils.io import save_csv
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split('\n')[0])
+    p.add_argument('--p', required=True, help="path to train.csv")
+    p.add_argument('--n', type=int, default=10, help="number of folds (default 10)")
+    p.add_argument('--stratify', default='coverage', choices=['coverage', 'depth', 'none'])
+    p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--out', default=None, help="output CSV (default: train_with_folds.csv beside train.csv)")
+    return p.parse_args(argv)
+
+
+def coverage_of(rles):
+    """Fraction of salt pixels per rle string (the sum of run lengths over 101*101)."""
+    cov = np.zeros(len(rles))
+    for k, r in enumerate(rles):
+        nums = str(r).split()
+        cov[k] = sum(int(x) for x in nums[1::2]) / (101 * 101)
+    return cov
+
+
+def assign_folds(key, n, rng):
+    """Folds balanced over `key`: sort by key (random tie-break), then deal each run of n at random."""
+    order = np.lexsort((rng.random(len(key)), key))
+    folds = np.empty(len(key), np.int64)
+    for start in range(0, len(key), n):
+        block = order[start:start + n]
+        folds[block] = rng.permutation(n)[:len(block)]
+    return folds
+
+
+def main(args=None):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+    src = Path(args.p)
+    fix = "pass --p with the competition's train.csv"
+    frame = read_csv(src, 'train.csv', ['id'], fix)
+    if args.n < 2 or args.n > len(frame):
+        raise UserError(f"--n {args.n} folds does not fit {len(frame)} images; pass 2 <= --n <= {len(frame)}")
+    rng = np.random.default_rng(args.seed)
+    if args.stratify == 'none':
+        folds = rng.permutation(len(frame)) % args.n
+    elif args.stratify == 'coverage':
+        if 'rle_mask' not in frame.columns:
+            raise UserError(f"{src} has no rle_mask column to stratify by coverage; pass --stratify none")
+        folds = assign_folds(coverage_of(frame['rle_mask']), args.n, rng)
+    else:
+        depths = read_csv(src.parent / 'depths.csv', 'depths.csv', ['id', 'z'],
+                          "it comes with the competition data; or pass --stratify coverage")
+        z = frame['id'].map(dict(zip(depths['id'], depths['z'])))
+        if z.isna().any():
+            raise UserError(f"depths.csv has no depth for {int(z.isna().sum())} ids of {src}; pass --stratify coverage")
+        folds = assign_folds(z.to_numpy(float), args.n, rng)
+    out = frame.copy()
+    out['fold'] = folds
+    dst = Path(args.out) if args.out else src.parent / 'train_with_folds.csv'
+    save_csv(dst, out)
+    sizes = np.bincount(folds, minlength=args.n)
+    print(f"wrote {dst}: {args.n} folds ({args.stratify}), sizes {sizes.min()}-{sizes.max()}")
+    return dst
+
+
+if __name__ == '__main__':
+    run_cli(main)

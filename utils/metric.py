@@ -1,0 +1,75 @@
+"""The competition's score: mean average precision over IoU thresholds 0.50, 0.55, ..., 0.95.
+
+Per image there is at most one object (the salt), so precision at threshold t is 1 when
+IoU > t (strictly), else 0; an empty truth with an empty prediction scores 1 and exactly one
+of them empty scores 0. The image's score is the mean over the ten thresholds; the data set's
+score is the mean over images. Comparisons are done in integers (20*I > k*U) so that an IoU
+exactly on a threshold (11/20 at 0.55, say) is never a hit by rounding luck.
+"""
+import numpy as np
+
+IOU_STEPS = np.arange(10, 20)  # thresholds k/20: 0.50 ... 0.95
+
+
+def image_scores_from_counts(inter, union, n_true, n_pred):
+    """Per-image scores from pixel counts; all arguments are integer arrays of the same shape."""
+    inter, union = np.asarray(inter, np.int64), np.asarray(union, np.int64)
+    hits = (20 * inter[..., None] > IOU_STEPS * union[..., None]).mean(axis=-1)
+    both_empty = (np.asarray(n_true) == 0) & (np.asarray(n_pred) == 0)
+    return np.where(both_empty, 1.0, hits)
+
+
+def image_scores(pred, true):
+    """Per-image scores (N,) of binary predictions and truths, each (N, H, W), non-zero = salt."""
+    pred = np.asarray(pred).reshape(len(pred), -1) != 0
+    true = np.asarray(true).reshape(len(true), -1) != 0
+    inter = (pred & true).sum(1)
+    n_pred, n_true = pred.sum(1), true.sum(1)
+    return image_scores_from_counts(inter, n_pred + n_true - inter, n_true, n_pred)
+
+
+def score(pred, true):
+    """The competition's score of binary predictions against truths, each (N, H, W)."""
+    return float(image_scores(pred, true).mean()) if len(true) else 0.0
+
+
+def mean_iou(pred, true):
+    """Mean per-image IoU (N, H, W) inputs; an image where both are empty counts as 1."""
+    pred = np.asarray(pred).reshape(len(pred), -1) != 0
+    true = np.asarray(true).reshape(len(true), -1) != 0
+    inter = (pred & true).sum(1)
+    union = (pred | true).sum(1)
+    return float(np.where(union == 0, 1.0, inter / np.maximum(union, 1)).mean())
+
+
+def threshold_sweep(probs, true, thresholds):
+    """Scores at every probability threshold in one pass over the pixels.
+
+    probs: (N, H, W) floats; true: (N, H, W) binary; thresholds: sorted 1-D array. A pixel is
+    predicted salt at threshold t when prob > t. Each pixel is binned by how many thresholds lie
+    below its probability; cumulative counts of those bins give, for every threshold at once,
+    the predicted area and its overlap with the truth. Returns an array of len(thresholds).
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    n = len(probs)
+    k = len(thresholds)
+    flat = np.asarray(probs).reshape(n, -1)
+    truth = np.asarray(true).reshape(n, -1) != 0
+    out_inter = np.empty((n, k), np.int64)
+    out_pred = np.empty((n, k), np.int64)
+    # Chunks keep the temporary bin arrays small for large validation sets.
+    step = max(1, 4_000_000 // max(flat.shape[1], 1))
+    for a in range(0, n, step):
+        p = flat[a:a + step].astype(np.float64)
+        t = truth[a:a + step]
+        m = len(p)
+        bins = np.searchsorted(thresholds, p, side='left')  # number of thresholds < p
+        offs = (np.arange(m) * (k + 1))[:, None]
+        all_counts = np.bincount((bins + offs).ravel(), minlength=m * (k + 1)).reshape(m, k + 1)
+        pos_counts = np.bincount((bins + offs)[t], minlength=m * (k + 1)).reshape(m, k + 1)
+        # Predicted at threshold j: pixels whose bin is > j, a reversed cumulative sum.
+        out_pred[a:a + m] = np.cumsum(all_counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        out_inter[a:a + m] = np.cumsum(pos_counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    n_true = truth.sum(1)[:, None]
+    union = out_pred + n_true - out_inter
+    return image_scores_from_counts(out_inter, union, np.broadcast_to(n_true, union.shape), out_pred).mean(0)
