@@ -6,6 +6,7 @@ The true masks are found from the experiment the file belongs to (its train_conf
 the data and the fold). Prints the score at each threshold and the best one, and writes the
 full curve beside the masks file (.thresholds.csv and .thresholds.png).
 """
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,19 @@ def parse_args(argv=None):
     p.add_argument('--masks_fn', required=True, help="val_masks_*.npy written by train.py beside a snapshot")
     p.add_argument('--data_dir', default=None, help="override the experiment's data folder")
     p.add_argument('--steps', type=int, default=101, help="thresholds evenly spaced over [0, 1] (default 101)")
+    p.add_argument('--min_sizes', default='10,20,40,80', type=size_list,
+                   help="at the best threshold, also try dropping salt regions below these pixel counts (predict*.py --min_size)")
     return p.parse_args(argv)
+
+
+def size_list(text):
+    try:
+        sizes = [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--min_sizes {text!r} is not a comma-separated list of pixel counts") from None
+    if any(x < 0 for x in sizes):
+        raise argparse.ArgumentTypeError("--min_sizes must be >= 0")
+    return sizes
 
 
 def true_masks_for(masks_fn, data_dir=None):
@@ -61,11 +74,14 @@ def main(args=None):
     b = int(np.argmax(scores))
     stem = Path(args.masks_fn).with_suffix('')
     save_csv(stem.with_name(stem.name + '.thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores}))
-    try:
-        from utils.plots import threshold_curve
-        threshold_curve(stem.with_name(stem.name + '.thresholds.png'), ths, scores, ths[b])
-    except ImportError:
-        pass
+    from utils.plots import threshold_curve
+    threshold_curve(stem.with_name(stem.name + '.thresholds.png'), ths, scores, ths[b])
+    sizes = sorted(set(args.min_sizes) - {0})
+    if sizes:
+        from utils.metric import score
+        from utils.submission import binarize
+        for m in sizes:
+            print(f"threshold {ths[b]:.2f} --min_size {m:<4d} score {score(binarize(probs, ths[b], m), true):.4f}")
     print(f"best threshold {ths[b]:.2f}: score {scores[b]:.4f} (at 0.50: {np.interp(0.5, ths, scores):.4f})")
     return float(ths[b]), float(scores[b])
 

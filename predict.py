@@ -18,9 +18,26 @@ def parse_args(argv=None, tta=False):
     if tta:
         p.add_argument('--tta', default='null_hflip', choices=sorted(TTAS), help="test-time augmentation set")
     args = p.parse_args(argv)
+    check_options(p, args)
     if not tta:
         args.tta = 'null'
     return args
+
+
+def check_options(p, args):
+    """One-line errors for predict options that argparse cannot check by itself (names are optional here)."""
+    from net.augmentations import BACK_TRANSFORMS, VAL_AUGS
+    from net.models import ARCHITECTURES
+    for name, registry in (('arch', ARCHITECTURES), ('val_augs', VAL_AUGS), ('val_transforms', BACK_TRANSFORMS)):
+        value = getattr(args, name)
+        if value is not None and value not in registry:
+            p.error(f"argument --{name}: invalid choice: {value!r} (choose from {', '.join(sorted(registry))})")
+    if args.out is not None and Path(args.out).suffix != '.csv':
+        p.error(f"--out {args.out} must end in .csv")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+    if getattr(args, 'min_size', 0) < 0:
+        p.error("--min_size must be at least 0")
 
 
 def resolve_data_dir(args, snap):
@@ -45,7 +62,7 @@ def predict_one(path, args, rt, images, tta):
     return probs, snap
 
 
-def finish(out, ids, probs, th, extra=None):
+def finish(out, ids, probs, th, extra=None, min_size=0):
     """Save raw probabilities beside the CSV and write the submission; print where they are."""
     from utils.io import save_npy
     from utils.submission import write_submission
@@ -55,7 +72,7 @@ def finish(out, ids, probs, th, extra=None):
     save_npy(out.with_suffix('.npy'), probs)
     for key, arr in (extra or {}).items():
         save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
-    share = write_submission(out, ids, probs, th)
+    share = write_submission(out, ids, probs, th, min_size)
     print(f"raw probabilities: {out.with_suffix('.npy')}")
     print(f"submission: {out} ({len(ids)} images, {share:.1%} with salt at threshold {th})")
     return out
@@ -75,7 +92,7 @@ def main(args=None, tta=False):
     probs, snap = predict_one(args.snapshot, args, rt, images, views)
     out = args.out or default_out(args.snapshot, '' if args.tta == 'null' else f'.tta_{args.tta}')
     extra = {k: v for k, v in probs.items() if k != 'mask'}
-    return finish(out, ids, probs['mask'], args.th, extra)
+    return finish(out, ids, probs['mask'], args.th, extra, args.min_size)
 
 
 if __name__ == '__main__':

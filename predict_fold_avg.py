@@ -19,6 +19,7 @@ def parse_args(argv=None):
     p.add_argument('masks', nargs='+', help="raw probability .npy files")
     p.add_argument('--th', type=probability, default=0.5)
     p.add_argument('--data_dir', default='data', help="folder with sample_submission.csv (default ./data)")
+    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
     p.add_argument('--out', default='submission_fold_avg.csv')
     return p.parse_args(argv)
 
@@ -43,7 +44,7 @@ def main(args=None):
         acc = sum(x[a:a + 2048].astype(np.float32) for x in arrays)
         mean[a:a + 2048] = acc / len(arrays)
     save_npy(out.with_suffix('.npy'), mean)
-    share = write_submission(out, ids, mean, args.th)
+    share = write_submission(out, ids, mean, args.th, args.min_size)
     print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
     return out
 

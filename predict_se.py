@@ -28,8 +28,12 @@ def parse_args(argv=None):
     p.add_argument('--val_augs', default=None)
     p.add_argument('--val_transforms', default=None)
     p.add_argument('--batch_size', type=int, default=64)
+    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
     p.add_argument('--out', default=None, help="submission CSV (default: EXP/predictions/snapshot_ensemble.csv)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from predict import check_options
+    check_options(p, args)
+    return args
 
 
 def best_per_cycle(snapshot_dir):
@@ -77,7 +81,7 @@ def main(args=None):
     mean = (total / len(chosen)).astype(np.float16)
     root = Path(chosen[0][1]).parent.parent.parent
     out = args.out or root / 'predictions' / 'snapshot_ensemble.csv'
-    return finish(out, ids, mean, args.th)
+    return finish(out, ids, mean, args.th, min_size=args.min_size)
 
 
 if __name__ == '__main__':

@@ -49,6 +49,8 @@ def parse_args(argv=None, border=False):
     p.add_argument('--experiment_dir', required=True)
     p.add_argument('--pretrained', default='imagenet',
                    help="encoder weights: imagenet (torchvision's, when cached or downloadable), none, or a path to a state dict")
+    p.add_argument('--init', default=None, metavar='SNAPSHOT',
+                   help="start from all weights of a snapshot of the same --arch (e.g. a BCE run, to fine-tune with lovasz)")
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--max_minutes', type=float, default=0,
                    help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
@@ -73,9 +75,10 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border']
+            'limit', 'border', 'init']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
+    config['init'] = str(Path(args.init).resolve()) if args.init else None
     config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
                   command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
     return config
@@ -114,7 +117,7 @@ def main(args=None, border=False):
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     resume = None
     if args.resume:
-        exp.prepare(resume=True, overwrite=False)
+        exp.check(resume=True, overwrite=False)
         resume = load_checkpoint(exp.checkpoint_path)
         config = resume['config']
         # Only the length of the run and its time budget may change when resuming.
@@ -124,8 +127,7 @@ def main(args=None, border=False):
             config['max_minutes'] = args.max_minutes
     else:
         config = build_config(args)
-        if rt.is_main:
-            exp.prepare(resume=False, overwrite=args.overwrite)
+        exp.check(resume=False, overwrite=args.overwrite)
     if rt.distributed:
         torch.distributed.barrier()
     torch.manual_seed(config['seed'])
@@ -140,6 +142,8 @@ def main(args=None, border=False):
 
     tr_images, tr_masks, va_images, va_targets = load_fold(config)
     model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
+    if config.get('init') and not resume:
+        init_from(model, config['init'], config['arch'])
     loss_fn = build_loss(config['loss'])
     missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
     if missing:
@@ -159,6 +163,8 @@ def main(args=None, border=False):
     train_set = TrainDataset(tr_images, tr_masks, build_train_aug(config['train_augs']), with_border=config['border'])
     val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
     if rt.is_main:
+        # Only now, with every input checked, may --overwrite delete the earlier run.
+        exp.prepare(resume=bool(resume), overwrite=args.overwrite)
         exp.write_config(config)
         print(f"training {config['arch']} on fold {config['fold']}: {len(tr_images)} train / {len(va_images)} val images, "
               f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
@@ -173,21 +179,26 @@ def main(args=None, border=False):
     return summary
 
 
-def load_checkpoint(path):
-    import pickle
+def init_from(model, path, arch):
+    """Load every weight of a snapshot (the same architecture) into `model`."""
+    from utils.io import load_snapshot
+    snap = load_snapshot(path)
+    if snap['arch'] != arch:
+        raise UserError(f"--init {path} is a {snap['arch']} snapshot, not {arch}; pass --arch {snap['arch']} or another snapshot")
+    model.load_state_dict(snap['model'])
 
-    import torch
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"cannot read {path} ({str(e).splitlines()[0][:100]}); start again with --overwrite") from None
+
+def load_checkpoint(path):
+    from utils.io import load_torch
+    state = load_torch(path, 'checkpoint', "start again with --overwrite")
+    need = {'model', 'optimizer', 'epoch', 'rows', 'best', 'base_lrs', 'rng', 'seconds_spent', 'config'}
+    if not isinstance(state, dict) or not need <= set(state):
+        raise UserError(f"{path} is not a checkpoint written by train.py; start again with --overwrite")
+    return state
 
 
 def make_plotter(exp, images, masks):
-    try:
-        from utils.plots import ExperimentPlots
-    except ImportError:
-        return None
+    from utils.plots import ExperimentPlots
     return ExperimentPlots(exp, images, masks)
 
 

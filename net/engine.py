@@ -144,7 +144,8 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
     loss_sum, seen = 0.0, 0
     bar = tqdm(total=n, desc=desc, unit='img', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
     for a in range(0, n, batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[a:a + batch_size])).to(rt.device, non_blocking=True)
+        # np.array copies: test arrays are read-only memory maps, which torch will not wrap.
+        batch = torch.from_numpy(np.array(images[a:a + batch_size])).to(rt.device, non_blocking=True)
         x01 = val_aug(batch[:, None].float() / 255.0)
         x = float_input(x01, rt)
         acc = {k: None for k in keys}
@@ -295,6 +296,8 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         if scaler is not None and resume.get('scaler'):
             scaler.load_state_dict(resume['scaler'])
         rows, best, done, spent = resume['rows'], resume['best'], resume['epoch'], resume['seconds_spent']
+        if rt.is_main:
+            exp.write_log(rows)  # a kill between checkpoint and log left the log one epoch behind
         base_lrs = resume['base_lrs']
         _set_rng_state(resume['rng'])
         if done % per_cycle and not by_time:
@@ -341,7 +344,8 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         if scheduler is not None:
             scheduler.step()
         if rt.is_main:
-            exp.write_log(rows)
+            # Checkpoint before log: a kill between the two then leaves a log one epoch behind, which
+            # --resume rewrites from the checkpoint's rows, never a logged epoch that cannot be resumed.
             exp.save_checkpoint({
                 'model': unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
                 'scheduler': scheduler.state_dict() if scheduler is not None else {},
@@ -349,6 +353,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
                 'epoch': epoch, 'cycle': cycle, 'rows': rows, 'best': best, 'base_lrs': base_lrs,
                 'rng': _rng_state(), 'seconds_spent': time.monotonic() - start, 'config': config,
             })
+            exp.write_log(rows)
             tqdm.write(f"epoch {epoch}/{n_epochs}  train {train_loss:.4f}  val {val_loss:.4f}  "
                        f"iou {metrics['val_iou']:.3f}  score {metrics['val_score']:.3f}  lr {lr:.2e}  "
                        f"{seconds:.1f}s{'  saved ' + saved.name if saved else ''}")

@@ -19,7 +19,8 @@ def model_from_snapshot(path, rt, arch=None):
     try:
         model.load_state_dict(snap['model'])
     except RuntimeError as e:
-        raise UserError(f"{path} does not fit architecture {snap['arch']} ({str(e).splitlines()[0][:100]}); "
+        detail = ' '.join(line.strip() for line in str(e).splitlines()[:2])[:160]
+        raise UserError(f"{path} does not fit architecture {snap['arch']} ({detail}); "
                         f"pass a snapshot made by train.py for that architecture") from None
     model = model.to(rt.device).eval()
     if rt.channels_last:

@@ -41,6 +41,7 @@ def predict_options():
     p.add_argument('--val_augs', default=None, help="input transform (default: the snapshot's)")
     p.add_argument('--val_transforms', default=None, help="back-transform to 101x101 (default: the snapshot's)")
     p.add_argument('--batch_size', type=int, default=64)
+    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
     p.add_argument('--out', default=None, help="submission CSV path (default: EXPERIMENT/predictions/<snapshot>.csv)")
     return p
 

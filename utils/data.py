@@ -57,6 +57,10 @@ def load_train_arrays(data_dir):
             raise UserError(f"{Path(data_dir) / name} has shape {arr.shape}, not (N, 101, 101); make it again with: {hint}")
     if len(images) != len(masks):
         raise UserError(f"train_images.npy has {len(images)} rows but train_masks.npy {len(masks)}; make both again with: {hint}")
+    n_ids = len(train_ids(data_dir))
+    if len(images) != n_ids:
+        # Arrays stacked from another train.csv would pair images with the wrong folds and ids.
+        raise UserError(f"train_images.npy has {len(images)} images but train.csv lists {n_ids}; make it again with: {hint}")
     return images, masks
 
 

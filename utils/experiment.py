@@ -7,6 +7,7 @@
     EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
 """
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -29,22 +30,33 @@ class Experiment:
     def has_run(self):
         return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root))
 
-    def prepare(self, resume, overwrite):
-        """Check the directory against --resume/--overwrite before anything is written."""
+    def check(self, resume, overwrite):
+        """Refuse --resume/--overwrite choices that do not fit the directory; writes nothing."""
         if resume and overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
         if resume:
             if not self.checkpoint_path.is_file():
-                raise UserError(f"nothing to resume in {self.root} (no checkpoint.pth); start it without --resume")
-            return
-        if self.has_run():
-            if not overwrite:
-                raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
-                                f"start again (deletes its snapshots and logs), or another --experiment_dir")
+                fix = ("it stopped before its first epoch ended; start it again with --overwrite" if self.has_run()
+                       else "start it without --resume")
+                raise UserError(f"nothing to resume in {self.root} (no checkpoint.pth); {fix}")
+        elif self.has_run() and not overwrite:
+            raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
+                            f"start again (deletes its snapshots and logs), or another --experiment_dir")
+
+    def prepare(self, resume, overwrite):
+        """check(), then delete the run that --overwrite replaces and the temporary files of killed runs.
+
+        train.py calls this only once every input has been checked, so a mistake on the command
+        line never costs the earlier run.
+        """
+        self.check(resume, overwrite)
+        if overwrite:
             for p in (self.snapshot_root, self.root / 'logs'):
                 shutil.rmtree(p, ignore_errors=True)
             for p in (self.config_path, self.checkpoint_path):
                 p.unlink(missing_ok=True)
+        if self.root.is_dir():
+            remove_stale_temporaries(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def load_config(self):
@@ -74,6 +86,24 @@ class Experiment:
 
     def save_checkpoint(self, state):
         save_torch(self.checkpoint_path, state)
+
+
+def remove_stale_temporaries(root):
+    """Delete the .NAME.tmpPID files (utils.io.atomic_path) that a killed process left under root."""
+    for p in root.rglob('.*.tmp*'):
+        pid = p.name.rsplit('.tmp', 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def find_config(path):

@@ -19,16 +19,35 @@ def check_probs(probs, path, n_expected=None, expected_from='sample_submission.c
             raise UserError(f"{path} contains NaN or infinite values; predict it again")
 
 
-def rle_column(probs, th):
+def remove_small(mask, min_size):
+    """Drop connected salt regions of fewer than `min_size` pixels from a binary mask (H, W)."""
+    if min_size <= 0 or not mask.any():
+        return mask
+    import cv2
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_size
+    return keep[labels]
+
+
+def binarize(probs, th, min_size=0):
+    """Binary masks (N, 101, 101) from probabilities: prob > th, small regions removed."""
+    masks = np.asarray(probs) > th
+    if min_size > 0:
+        masks = np.stack([remove_small(m, min_size) for m in masks]) if len(masks) else masks
+    return masks
+
+
+def rle_column(probs, th, min_size=0):
     """rle strings of `probs` (N, 101, 101) thresholded at `th` (salt where prob > th)."""
     out = []
     for a in range(0, len(probs), 1024):
-        out.extend(rle_encode(m) for m in np.asarray(probs[a:a + 1024]) > th)
+        out.extend(rle_encode(m) for m in binarize(probs[a:a + 1024], th, min_size))
     return out
 
 
-def write_submission(path, ids, probs, th):
+def write_submission(path, ids, probs, th, min_size=0):
     """Write id,rle_mask in the order of `ids`; returns the share of non-empty masks."""
-    rles = rle_column(probs, th)
+    rles = rle_column(probs, th, min_size)
     save_csv(path, pd.DataFrame({'id': ids, 'rle_mask': rles}))
     return float(np.mean([bool(r) for r in rles])) if rles else 0.0

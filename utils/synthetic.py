@@ -62,7 +62,7 @@ def _smooth_noise(rng, shape, sigma_y, sigma_x):
 
 def _layered_trace(rng, length):
     """Reflection coefficients of a stack of layers: sparse spikes with a few strong ones."""
-    mean_thickness = rng.uniform(1.5, 7.0)
+    mean_thickness = rng.uniform(1.2, 4.0)
     count = int(length / mean_thickness * 2) + 8
     depths = np.cumsum(rng.exponential(mean_thickness, count) + 0.7)
     depths = depths[depths < length - 1]
@@ -178,8 +178,11 @@ def _background(rng, salt_soft):
     weight = 0.5 + 0.5 * np.tanh(_smooth_noise(rng, (1, SIZE), 1, rng.uniform(10, 40)))
     trace_a = _layered_trace(rng, length)[:, None]
     trace_b = _layered_trace(rng, length)[:, None]
-    source = (1 - rng.uniform(0.1, 0.5) * weight) * trace_a + rng.uniform(0.1, 0.5) * weight * trace_b
-    source = source * (1 + rng.uniform(0.2, 0.5) * _smooth_noise(rng, (length, SIZE), 6, rng.uniform(4, 30)))
+    weight = rng.uniform(0.1, 0.5) * weight
+    source = (1 - weight) * trace_a + weight * trace_b
+    # Lateral amplitude changes, floored so that no patch of sediment looks as quiet as salt.
+    modulation = 1 + rng.uniform(0.2, 0.5) * _smooth_noise(rng, (length, SIZE), 6, rng.uniform(4, 30))
+    source = source * np.maximum(modulation, 0.5)
     source = _vertical_ricker(source.astype(np.float32), period)
     section = cv2.remap(source, _X, disp + np.float32(offset), cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REFLECT)
@@ -192,7 +195,7 @@ def make_sample(rng, with_salt):
     rng: a numpy Generator, the only source of randomness. with_salt: whether the mask is
     non-empty. Without salt, a small share of images are all black like in the real data.
     """
-    if not with_salt and rng.random() < BLANK_FRACTION / (1 - EMPTY_FRACTION):
+    if not with_salt and rng.random() < BLANK_FRACTION / EMPTY_FRACTION:
         return np.zeros((SIZE, SIZE), np.uint8), np.zeros((SIZE, SIZE), np.uint8)
     mask = _salt_mask(rng) if with_salt else np.zeros((SIZE, SIZE), np.uint8)
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.0)
@@ -202,7 +205,8 @@ def make_sample(rng, with_salt):
     if with_salt:
         # Inside salt: weak, chaotic energy with a vertical grain, and faint remnant reflectors.
         chaos = _smooth_noise(rng, (SIZE, SIZE), rng.uniform(3, 10), rng.uniform(0.8, 3))
-        chaos = rng.uniform(0.06, 0.22) * chaos + rng.uniform(0.0, 0.08) * image
+        chaos = chaos + rng.uniform(0.2, 0.6) * _smooth_noise(rng, (SIZE, SIZE), 1.0, 1.0)
+        chaos = rng.uniform(0.06, 0.2) * chaos / (chaos.std() + 1e-6) + rng.uniform(0.0, 0.08) * image
         image = image * (1 - soft) + chaos * soft
         if not mask.all():
             # A slight blur rounds off the pixel staircase of the mask in the reflection.

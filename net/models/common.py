@@ -19,21 +19,22 @@ def upsample_to(x, size):
 
 
 class ConvBnAct(nn.Sequential):
-    """Conv (no bias, BN follows) + BatchNorm + ReLU. (N, cin, H, W) -> (N, cout, H/stride, W/stride)."""
+    """Conv + BatchNorm + ReLU (conv + bias + ReLU with bn=False).
 
-    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1):
-        super().__init__(
-            nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
+    (N, cin, H, W) -> (N, cout, H/stride, W/stride).
+    """
+
+    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1, bn=True):
+        conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=not bn)
+        norm = [nn.BatchNorm2d(cout)] if bn else []
+        super().__init__(conv, *norm, nn.ReLU(inplace=True))
 
 
 class SCSE(nn.Module):
     """Concurrent spatial and channel squeeze-excitation (Roy et al. 2018). (N, C, H, W) -> same.
 
     The channel gate re-weights feature maps from global context; the spatial gate re-weights
-    pixels. The two recalibrated maps are summed, as in the paper's best-performing variant.
+    pixels. The two recalibrated maps are summed, so either gate alone can keep a feature.
     """
 
     def __init__(self, channels, reduction=8):
@@ -53,15 +54,18 @@ class SCSE(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """U-Net decoder step: upsample x2, concat the skip, ``n_convs`` conv-bn-relu, optional scSE.
+    """U-Net decoder step: upsample x2, merge the skip, ``n_convs`` conv-bn-relu, optional scSE.
 
     x: (N, cin, h, w), skip: (N, skip_ch, 2h, 2w) or None -> (N, cout, 2h, 2w).
     up: 'bilinear' (parameter-free) or 'deconv' (2x2 stride-2 transposed conv to ``skip_ch``
-    channels, or cin // 2 without a skip): cheaper on CPU, where bilinear's backward is slow,
-    and it also thins the tensor that the next conv reads.
+        channels, or cin // 2 without a skip): cheaper on CPU, where bilinear's backward is
+        slow, and it thins the tensor that the next conv reads.
+    merge: 'cat' (U-Net) or 'add' (LinkNet-style, needs up='deconv'): adding skips avoids the
+        concat copy and halves the next conv's input, which matters at full resolution on CPU.
+    bn: False gives biased convs without BatchNorm.
     """
 
-    def __init__(self, cin, skip_ch, cout, scse=False, n_convs=2, up='bilinear'):
+    def __init__(self, cin, skip_ch, cout, scse=False, n_convs=2, up='bilinear', merge='cat', bn=True):
         super().__init__()
         if up == 'deconv':
             up_ch = skip_ch or max(cin // 2, cout)
@@ -71,8 +75,12 @@ class DecoderBlock(nn.Module):
             self.up = None
         else:
             raise ValueError(f'unknown upsampling {up!r}')
-        layers = [ConvBnAct(up_ch + skip_ch, cout)]
-        layers += [ConvBnAct(cout, cout) for _ in range(n_convs - 1)]
+        if merge not in ('cat', 'add') or (merge == 'add' and up != 'deconv'):
+            raise ValueError(f"merge must be 'cat', or 'add' with up='deconv'; got {merge!r} with {up!r}")
+        self.merge = merge
+        conv_in = up_ch if (merge == 'add' or not skip_ch) else up_ch + skip_ch
+        layers = [ConvBnAct(conv_in, cout, bn=bn)]
+        layers += [ConvBnAct(cout, cout, bn=bn) for _ in range(n_convs - 1)]
         self.convs = nn.Sequential(*layers)
         self.scse = SCSE(cout) if scse else nn.Identity()
 
@@ -80,7 +88,8 @@ class DecoderBlock(nn.Module):
         if self.up is not None:
             x = self.up(x)
         if skip is not None:
-            x = torch.cat([upsample_to(x, skip.shape[-2:]), skip], dim=1)
+            x = upsample_to(x, skip.shape[-2:])
+            x = x + skip if self.merge == 'add' else torch.cat([x, skip], dim=1)
         elif self.up is None:
             x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
         return self.scse(self.convs(x))
@@ -106,18 +115,18 @@ class SaltHead(nn.Module):
 
 
 class SaltFusion(nn.Module):
-    """Mixes an image-level descriptor into pixel features: conv1x1(x) + linear(g), BN, ReLU.
+    """Conv-BN-ReLU whose pre-norm output also gets an image-level descriptor: conv(x) + linear(g).
 
-    Equal to a 1x1 conv over concat(x, g broadcast over H, W), since the g part is constant
-    over the image, but without materialising the broadcast map.
-    x (N, C, H, W), g (N, G) -> (N, C, H, W).
+    Equal to a conv over concat(x, g broadcast over H, W) (the g part of the kernel sees a
+    constant image, so it reduces to one vector per image), without materialising that map.
+    x (N, cin, H, W), g (N, G) -> (N, cout, H, W).
     """
 
-    def __init__(self, channels, g_channels):
+    def __init__(self, cin, cout, g_channels, kernel_size=1):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
-        self.lin = nn.Linear(g_channels, channels, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
+        self.lin = nn.Linear(g_channels, cout, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x, g):
@@ -135,17 +144,21 @@ class SegNet(nn.Module):
         (number of encoder features - 1) + log2(finest stride).
     center: channels of an optional 1x1 conv-bn-relu on the deepest features before decoding
         (used to tame very wide encoder ends); None keeps them as they are.
-    scse, n_convs, up: passed to every :class:`DecoderBlock`.
+    scse, n_convs, up, merge: passed to every :class:`DecoderBlock`.
+    top_bn: False drops BatchNorm from the last (input-resolution) decoder step, where its
+        passes over the largest tensor cost more on CPU than the conv itself.
     hypercolumn: concat all decoder outputs, resized to the finest one, then a conv-bn-relu
         (``hyper_kernel``, ``hyper_channels`` out) before the mask head. With ``hyper_reduce``
         each step is first cut to that many channels by a 1x1 conv at its own resolution, so
         that fewer channels are upsampled.
     aux: also return one logit map per decoder step under ``'aux'`` (deep supervision).
     salt: also return an image-level logit under ``'salt'``.
-    fuse_salt: feed the salt head's hidden features into the mask head (needs ``salt``).
+    fuse_salt: feed the salt head's hidden features into the last conv before the mask head
+        (the hypercolumn conv, or an extra 1x1 conv without hypercolumn); needs ``salt``.
     border: also return a border logit map under ``'border'``.
     channels_last: run in channels-last layout whatever the caller passes; on CPU (oneDNN)
-        that is ~3x faster for small nets, and cheap to enforce since the input has 3 channels.
+        a narrow net trains ~1.4x faster that way (unet_lite, one thread), and converting a
+        3-channel input costs next to nothing.
 
     forward(x (N, 3, H, W)) -> {'mask': (N, 1, H, W), ['aux': [(N, 1, H, W)] * steps],
     ['salt': (N,)], ['border': (N, 1, H, W)]}. Logits are cast to float32 so that losses are
@@ -153,8 +166,9 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, encoder, decoder_channels, *, center=None, scse=False, n_convs=2, up='bilinear',
-                 hypercolumn=False, hyper_channels=64, hyper_reduce=None, hyper_kernel=3,
-                 aux=False, salt=False, fuse_salt=False, border=False, salt_hidden=64, channels_last=False):
+                 merge='cat', top_bn=True, hypercolumn=False, hyper_channels=64, hyper_reduce=None,
+                 hyper_kernel=3, aux=False, salt=False, fuse_salt=False, border=False, salt_hidden=64,
+                 channels_last=False):
         super().__init__()
         if fuse_salt and not salt:
             raise ValueError('fuse_salt needs salt=True')
@@ -170,24 +184,32 @@ class SegNet(nn.Module):
         self.center = ConvBnAct(deep, center, kernel_size=1) if center else nn.Identity()
         cin = center or deep
         blocks = []
-        for skip_ch, cout in zip(skips, decoder_channels):
-            blocks.append(DecoderBlock(cin, skip_ch, cout, scse=scse, n_convs=n_convs, up=up))
+        for i, (skip_ch, cout) in enumerate(zip(skips, decoder_channels)):
+            last = i == len(skips) - 1
+            blocks.append(DecoderBlock(cin, skip_ch, cout, scse=scse, n_convs=n_convs, up=up, merge=merge,
+                                       bn=top_bn or not last))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.n_skips = len(enc_ch) - 1
 
         head_in = decoder_channels[-1]
-        self.hyper = self.hyper_reduce = None
+        self.hyper = self.hyper_reduce = self.fuse = None
         if hypercolumn:
             if hyper_reduce:
                 self.hyper_reduce = nn.ModuleList(ConvBnAct(c, hyper_reduce, 1) for c in decoder_channels)
                 hyper_in = hyper_reduce * len(decoder_channels)
             else:
                 hyper_in = sum(decoder_channels)
-            self.hyper = ConvBnAct(hyper_in, hyper_channels, hyper_kernel)
+            if fuse_salt:
+                # the hypercolumn conv doubles as the fusion layer: no extra full-resolution pass
+                self.fuse = SaltFusion(hyper_in, hyper_channels, salt_hidden, hyper_kernel)
+            else:
+                self.hyper = ConvBnAct(hyper_in, hyper_channels, hyper_kernel)
             head_in = hyper_channels
+        elif fuse_salt:
+            self.fuse = SaltFusion(head_in, head_in, salt_hidden)
+        self.hypercolumn = hypercolumn
         self.salt_head = SaltHead(deep, salt_hidden) if salt else None
-        self.fuse = SaltFusion(head_in, salt_hidden) if fuse_salt else None
         self.mask_head = nn.Conv2d(head_in, 1, 1)
         self.aux_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in decoder_channels) if aux else None
         self.border_head = nn.Sequential(ConvBnAct(head_in, head_in), nn.Conv2d(head_in, 1, 1)) if border else None
@@ -222,9 +244,11 @@ class SegNet(nn.Module):
 
         out = {}
         top = decoded[-1]
-        if self.hyper is not None:
+        if self.hypercolumn:
             cols = decoded if self.hyper_reduce is None else [r(d) for r, d in zip(self.hyper_reduce, decoded)]
-            top = self.hyper(torch.cat([upsample_to(c, top.shape[-2:]) for c in cols], dim=1))
+            top = torch.cat([upsample_to(c, top.shape[-2:]) for c in cols], dim=1)
+            if self.hyper is not None:
+                top = self.hyper(top)
         if self.salt_head is not None:
             salt_logit, salt_feat = self.salt_head(deep)
             out['salt'] = salt_logit.float()

@@ -114,7 +114,8 @@ def load_state_into_encoder(encoder, state, source, arch):
             parts.append(f'{len(unexpected)} unexpected keys (e.g. {unexpected[0]})')
         if wrong:
             parts.append(f'{len(wrong)} shape mismatches (e.g. {wrong[0]})')
-        raise UserError(f'{source} does not fit the {arch} encoder: {"; ".join(parts)}')
+        raise UserError(f'{source} does not fit the {arch} encoder: {"; ".join(parts)}; '
+                        f'expected the state dict of a {arch} model\'s encoder')
     full = {k: state.get(k, v) for k, v in own.items()}
     encoder.load_state_dict(full, strict=True)
 

@@ -1,0 +1,21 @@
+"""`make demo`'s driver, shortened: every step runs and the submission is scored on held-out images."""
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import ROOT
+
+
+def test_demo_end_to_end(tmp_path):
+    data, exp = tmp_path / 'demo_data', tmp_path / 'exp'
+    r = subprocess.run([sys.executable, 'utils/demo.py', '--minutes', '0.4', '--n_train', '240', '--n_test', '60',
+                        '--data', str(data), '--exp', str(exp)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()
+    assert last[-2].startswith('demo done: held-out score')
+    sub = pd.read_csv(exp / 'predictions' / 'demo_submission.csv', dtype=str, keep_default_na=False)
+    truth = pd.read_csv(data / 'test_truth.csv', dtype=str, keep_default_na=False)
+    assert list(sub['id']) == list(truth['id'])
+    for step in ('stack_and_save.py', 'make_folds.py', 'train.py', 'optimize_threshold.py', 'predict_tta.py', 'evaluate.py'):
+        assert f'{step} ' in r.stdout

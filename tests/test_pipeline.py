@@ -1,0 +1,166 @@
+"""The original README's commands, run as a user runs them, on a cut of the real data."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, cut_real
+from utils.rle import rle_decode
+
+FAST = ['--pretrained', 'none', '--n_epochs', '1', '--batch_size', '8', '--limit', '16', '--fold', '0']
+
+
+def run(args, check=True, timeout=600):
+    r = subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"{args[0]} failed:\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """A stacked, folded cut of the real data: 160 train and 32 test images."""
+    d = cut_real(tmp_path_factory.mktemp('real') / 'data', 160, 32)
+    run(['utils/stack_and_save.py', '--data_dir', d])
+    run(['utils/make_folds.py', '--p', d / 'train.csv', '--n', '4'])
+    return d
+
+
+def snapshots(exp):
+    return sorted(p for p in (exp / 'snapshots').rglob('epoch_*') if not p.name.endswith('.npy'))
+
+
+def check_submission(csv, data):
+    sub = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    ids = pd.read_csv(data / 'sample_submission.csv', dtype=str)['id']
+    assert list(sub.columns) == ['id', 'rle_mask']
+    assert list(sub['id']) == list(ids)
+    for r in sub['rle_mask']:
+        rle_decode(r)  # raises on a malformed string
+    return sub
+
+
+def test_original_readme_commands(data, tmp_path):
+    """stack → folds → train → threshold → predict → TTA → fold average, with the README's options."""
+    exp = tmp_path / 'experiments' / 'wide_fold0_128'
+    run(['train.py', '--arch', 'wide_resnet_v1', '--batch_size=8', '--loss', 'BCE', '--optimizer', 'adam_1e-4',
+         '--experiment_dir', exp, '--n_epochs', '1', '--train_augs', 'train_128_v1', '--val_augs', 'val_128_resize',
+         '--val_transforms', 'resize_from_any', '--fold', '0', '--data_dir', data, '--pretrained', 'none', '--limit', '16'])
+    assert (exp / 'train_config.json').is_file()
+    log = pd.read_csv(exp / 'logs' / 'log.csv')
+    assert list(log['epoch']) == [1]
+    assert {'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds'} <= set(log.columns)
+    snap = snapshots(exp)[-1]
+    masks = snap.parent / f'val_masks_{snap.name}.npy'
+    assert np.load(masks).shape == (4, 101, 101)
+    out = run(['optimize_threshold.py', '--masks_fn', masks]).stdout
+    assert 'best threshold' in out.splitlines()[-1]
+    run(['predict.py', '--snapshot', snap, '--th', '0.51', '--arch', 'wide_resnet_v1'])
+    csv = exp / 'predictions' / f'{snap.name}.csv'
+    check_submission(csv, data)
+    probs = np.load(csv.with_suffix('.npy'))
+    assert probs.shape == (32, 101, 101) and np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
+    run(['predict_tta.py', '--snapshot', snap, '--th', '0.5', '--tta', 'null_hflip'])
+    tta = exp / 'predictions' / f'{snap.name}.tta_null_hflip.npy'
+    avg = tmp_path / 'avg.csv'
+    run(['predict_fold_avg.py', csv.with_suffix('.npy'), tta, '--th', '0.5', '--data_dir', data, '--out', avg])
+    sub = check_submission(avg, data)
+    mean = (probs.astype(np.float32) + np.load(tta).astype(np.float32)) / 2
+    from utils.rle import rle_encode
+    assert list(sub['rle_mask']) == [rle_encode(m > 0.5) for m in mean.astype(np.float16)]
+
+
+def test_short_training_learns_and_predicts(data, tmp_path):
+    """A few epochs of the small net on 120 real images beat the all-empty answer on validation."""
+    exp = tmp_path / 'lite'
+    run(['train.py', '--arch', 'unet_lite', '--loss', 'bce_lovasz', '--optimizer', 'adam_1e-3', '--n_epochs', '4',
+         '--batch_size', '8', '--train_augs', 'train_128_v3', '--val_augs', 'val_128', '--val_transforms',
+         'crop_from_128', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp])
+    log = pd.read_csv(exp / 'logs' / 'log.csv')
+    assert list(log['epoch']) == [1, 2, 3, 4]
+    assert log['train_loss'].iloc[-1] < log['train_loss'].iloc[0]
+    snap = max(snapshots(exp), key=lambda p: float(p.name.rsplit('iout_', 1)[1]))
+    run(['predict.py', '--snapshot', snap])
+    check_submission(exp / 'predictions' / f'{snap.name}.csv', data)
+
+
+def registered():
+    sys.path.insert(0, str(ROOT))
+    from train import registries
+    return registries()
+
+
+@pytest.mark.parametrize('arch', sorted(registered()['arch']))
+def test_every_architecture_trains(data, tmp_path, arch):
+    from net.models import build_model
+    keys = build_model(arch).output_keys
+    loss = 'combined' if {'aux', 'salt'} <= keys else 'BCE'
+    script = 'train_border.py' if 'border' in keys else 'train.py'
+    if script == 'train_border.py':
+        loss = 'boundary_bce'
+    exp = tmp_path / arch
+    run([script, '--arch', arch, '--loss', loss, '--data_dir', data, '--experiment_dir', exp] + FAST)
+    assert snapshots(exp)
+
+
+@pytest.mark.parametrize('loss', sorted(registered()['loss']))
+def test_every_loss_trains(data, tmp_path, loss):
+    from net.losses import build_loss
+    needs = build_loss(loss).requires
+    script, arch = 'train.py', 'unet_lite'
+    if 'border' in needs:
+        script, arch = 'train_border.py', 'unet_lite_border'
+    elif 'aux' in needs or 'salt' in needs:
+        arch = 'unet_lite_ds'
+    exp = tmp_path / loss
+    run([script, '--arch', arch, '--loss', loss, '--data_dir', data, '--experiment_dir', exp] + FAST)
+    assert snapshots(exp)
+
+
+@pytest.mark.parametrize('kind', ['optimizer', 'scheduler'])
+def test_every_optimizer_and_scheduler_trains(data, tmp_path, kind):
+    for name in sorted(registered()[kind]):
+        exp = tmp_path / name
+        run(['train.py', '--arch', 'unet_lite', f'--{kind}', name, '--data_dir', data, '--experiment_dir', exp] + FAST)
+        assert snapshots(exp), name
+
+
+@pytest.mark.parametrize('train_augs', sorted(registered()['train_augs']))
+def test_every_augmentation_trains(data, tmp_path, train_augs):
+    from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS
+    val = TRAIN_VAL_PAIRS[train_augs]
+    exp = tmp_path / train_augs
+    run(['train.py', '--arch', 'unet_lite', '--train_augs', train_augs, '--val_augs', val,
+         '--val_transforms', VAL_BACK_PAIRS[val], '--data_dir', data, '--experiment_dir', exp] + FAST)
+    snap = snapshots(exp)[-1]
+    assert np.load(snap.parent / f'val_masks_{snap.name}.npy').shape == (4, 101, 101)
+
+
+def test_snapshot_ensemble(data, tmp_path):
+    exp = tmp_path / 'se'
+    run(['train.py', '--arch', 'unet_lite', '--cycles', '2', '--scheduler', 'cosine', '--n_epochs', '4',
+         '--batch_size', '8', '--limit', '16', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp])
+    assert {p.parent.name for p in snapshots(exp)} == {'cycle_0', 'cycle_1'}
+    out = run(['predict_se.py', '--snapshot_dir', exp / 'snapshots', '--th', '0.5']).stdout
+    assert 'cycle 0:' in out and 'cycle 1:' in out
+    check_submission(exp / 'predictions' / 'snapshot_ensemble.csv', data)
+
+
+def test_border_model_saves_border_output(data, tmp_path):
+    exp = tmp_path / 'border'
+    run(['train_border.py', '--arch', 'unet_lite_border', '--loss', 'boundary_lovasz', '--data_dir', data,
+         '--experiment_dir', exp] + FAST)
+    snap = snapshots(exp)[-1]
+    run(['predict.py', '--snapshot', snap])
+    border = exp / 'predictions' / f'{snap.name}.border.npy'
+    assert np.load(border).shape == (32, 101, 101)
+
+
+def test_help_lists_every_name():
+    out = run(['train.py', '--help']).stdout
+    for kind, names in registered().items():
+        for name in names:
+            assert name in out, (kind, name)
+    assert 'null_hflip' in run(['predict_tta.py', '--help']).stdout
