@@ -50,11 +50,11 @@ def default_out(snapshot, tag):
     return root / 'predictions' / f"{snapshot.name}{tag}.csv"
 
 
-def predict_one(path, args, rt, images, tta):
+def predict_one(path, args, rt, images, tta, snap=None):
     """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one}."""
     from net.engine import predict_probs
     from net.inference import model_from_snapshot, transforms_for
-    model, snap = model_from_snapshot(path, rt, args.arch)
+    model, snap = model_from_snapshot(path, rt, args.arch, snap)
     val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
     keys = ('mask', 'border') if 'border' in getattr(model, 'output_keys', ()) else ('mask',)
     probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
@@ -89,7 +89,7 @@ def main(args=None, tta=False):
     views = build_tta(args.tta)
     snap = load_snapshot(args.snapshot)
     images, ids = load_test_images(resolve_data_dir(args, snap))
-    probs, snap = predict_one(args.snapshot, args, rt, images, views)
+    probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
     out = args.out or default_out(args.snapshot, '' if args.tta == 'null' else f'.tta_{args.tta}')
     extra = {k: v for k, v in probs.items() if k != 'mask'}
     return finish(out, ids, probs['mask'], args.th, extra, args.min_size)

@@ -121,7 +121,10 @@ def main(args=None, border=False):
         resume = load_checkpoint(exp.checkpoint_path)
         config = resume['config']
         # Only the length of the run and its time budget may change when resuming.
-        if args.n_epochs:
+        if args.n_epochs and args.n_epochs != config['n_epochs']:
+            if config['cycles'] > 1:
+                raise UserError(f"--n_epochs cannot change when resuming a --cycles {config['cycles']} run (it would move "
+                                f"the cycle boundaries); resume without --n_epochs")
             config['n_epochs'] = max(args.n_epochs, resume['epoch'])
         if args.max_minutes:
             config['max_minutes'] = args.max_minutes

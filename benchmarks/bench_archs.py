@@ -15,9 +15,10 @@ def worker(arch, phase, env=None, **opts):
     return last_json(run_measured(args, env=env, timeout=3600)['stdout'])
 
 
-def bench_archs(archs, quick):
+def bench_archs(archs, quick, threads=0):
     """One row per architecture, plus the unet_resnet34_v1 / smp Unet ratio rows."""
     rows, smp_rows = [], []
+    th = {'threads': threads} if threads else {}
     for arch in archs:
         f = worker(arch, 'flops')
         heavy = f['fwd_gflop'] > HEAVY_GFLOP
@@ -27,8 +28,8 @@ def bench_archs(archs, quick):
             f"{steps} timed steps{' (alternating with smp Unet)' if vs == 'smp' else ''}")
         # The pipeline's own CPU layout ('model': lite nets switch to channels_last themselves, the
         # others stay contiguous) for the table; channels_last for both sides of the smp comparison.
-        tr = worker(arch, 'train', steps=steps, layout='model')
-        inf = worker(arch, 'infer', steps=steps, layout='model')
+        tr = worker(arch, 'train', steps=steps, layout='model', **th)
+        inf = worker(arch, 'infer', steps=steps, layout='model', **th)
         row = {'arch': arch, 'params_m': f['params_m'], 'fwd_gflop': f['fwd_gflop'], 'train_gflop': f['train_gflop']}
         for name, res, gflop in (('train', tr, f['train_gflop']), ('infer', inf, f['fwd_gflop'])):
             ips = res['variants'][arch]['images_per_s']
@@ -40,7 +41,7 @@ def bench_archs(archs, quick):
         rows.append(row)
         if vs == 'smp':
             for phase in ('train', 'infer'):
-                res = worker(arch, phase, steps=max(steps, 3), layout='on', vs='smp')
+                res = worker(arch, phase, steps=max(steps, 3), layout='on', vs='smp', **th)
                 ours = res['variants'][arch]['images_per_s']
                 theirs = res['variants']['smp_unet_resnet34']['images_per_s']
                 smp_rows.append({'phase': phase, 'batch': res['batch'], 'ours_ips': ours, 'smp_ips': theirs,
@@ -50,12 +51,13 @@ def bench_archs(archs, quick):
     return rows, smp_rows
 
 
-def bench_layout(quick, archs=('unet_lite', 'unet_resnet34_v1')):
+def bench_layout(quick, threads=0, archs=('unet_lite', 'unet_resnet34_v1')):
     """channels_last vs contiguous (NCHW), train and inference, alternated in one process."""
     rows = []
-    for arch in archs:
+    th = {'threads': threads} if threads else {}
+    for arch in archs[:1] if quick else archs:
         for phase in ('train', 'infer'):
-            res = worker(arch, phase, steps=3 if quick else 6, layout='both')
+            res = worker(arch, phase, steps=3 if quick else 6, layout='both', **th)
             cl, nchw = res['variants'][f'{arch}:cl'], res['variants'][f'{arch}:nchw']
             rows.append({'arch': arch, 'phase': phase, 'cl_ips': cl['images_per_s'], 'nchw_ips': nchw['images_per_s'],
                          # per-round time ratio nchw / cl: > 1 means channels_last is faster
@@ -74,7 +76,8 @@ def bench_threads(quick, archs=('unet_lite', 'unet_resnet34_v1'), rounds=None):
     rounds = rounds or (1 if quick else 2)
     default = os.cpu_count()
     threads = f'{default},1' if default and default > 1 else '1'
-    policies = {'default': {}, 'PASSIVE': {'OMP_WAIT_POLICY': 'PASSIVE'}}
+    policies = {'default': {'OMP_WAIT_POLICY': None}, 'PASSIVE': {'OMP_WAIT_POLICY': 'PASSIVE'}}
+    archs = archs[:1] if quick else archs
     collected = {}
     for r in range(rounds):
         for pol in (list(policies) if r % 2 == 0 else list(policies)[::-1]):

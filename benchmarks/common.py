@@ -74,6 +74,7 @@ with open(sys.argv[1], 'w') as f:
 def run_measured(args, env=None, cwd=ROOT, timeout=3600, check=True):
     """Run a command; dict(seconds=wall time, peak_mb=its own peak RSS, cpu_seconds, rc, stdout, stderr)."""
     full_env = dict(os.environ, **(env or {}))
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # env value None: unset it
     full_env.setdefault('PYTHONUNBUFFERED', '1')
     stem = Path(os.environ.get('TMPDIR', '/tmp')) / f'salt_bench_{os.getpid()}_{time.monotonic_ns()}'
     usage = Path(f'{stem}.json')
@@ -181,6 +182,9 @@ def machine_info():
         'numpy': numpy.__version__,
         'python': platform.python_version(),
         'load_at_start': round(load, 2),
+        # inherited by every benchmark subprocess; both change CPU timings a lot on a shared machine
+        'OMP_WAIT_POLICY': os.environ.get('OMP_WAIT_POLICY', 'unset'),
+        'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', 'unset'),
     }
 
 

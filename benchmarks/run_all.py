@@ -40,7 +40,9 @@ def parse_args(argv=None):
                         f"with --quick {','.join(QUICK_ARCHS)}). Known: {','.join(sorted(ARCHITECTURES))}")
     p.add_argument('--repeats', type=int, default=None, help="rounds per command comparison (default 3, --quick 1)")
     p.add_argument('--threads', type=int, default=0,
-                   help="torch threads for the command comparisons, both sides (0: torch's default)")
+                   help="torch threads for every part but 'threads' (0: torch's default). On a machine shared "
+                        "with other work, OMP_WAIT_POLICY=PASSIVE in the environment steadies the figures a lot "
+                        "(see the threads part)")
     p.add_argument('--data_dir', default=os.environ.get('SALT_REAL_DATA', str(ROOT.parent / 'shared' / 'tgs')),
                    help="the real (unzipped) competition data; only read")
     p.add_argument('--work', default='/tmp/salt_bench', help="scratch folder for stacked copies and synthetic inputs")
@@ -82,9 +84,9 @@ def main(argv=None):
     for part in args.parts:
         t = time.perf_counter()
         if part == 'archs':
-            results['archs'], results['smp'] = BA.bench_archs(args.archs, args.quick)
+            results['archs'], results['smp'] = BA.bench_archs(args.archs, args.quick, args.threads)
         elif part == 'layout':
-            results['layout'] = BA.bench_layout(args.quick)
+            results['layout'] = BA.bench_layout(args.quick, args.threads)
         elif part == 'threads':
             results['threads'], results['default_threads'] = BA.bench_threads(args.quick)
         elif part == 'train':
@@ -119,7 +121,8 @@ def render(results):
             f"({info['torch_threads']} threads) | python {info['python']} | fp32 | load average at start "
             f"{info['load_at_start']} | matmul peak (2048^3 fp32) {info['matmul_peak_gflops_at_start']:.0f} GFLOP/s "
             f"at start, {info.get('matmul_peak_gflops_at_end', float('nan')):.0f} at end"
-            f"{' | --quick' if info['quick'] else ''} | command threads: {info['threads_option']}")
+            f"{' | --quick' if info['quick'] else ''} | torch threads: {info['threads_option']} | "
+            f"OMP_WAIT_POLICY {info['OMP_WAIT_POLICY']}")
     sections = []  # (title, header, rows, footnote)
     if results.get('archs'):
         header = ['arch', 'params M', 'fwd GFLOP/img', 'train img/s', 'train GFLOP/s', 'train % peak',

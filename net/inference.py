@@ -5,10 +5,13 @@ from utils.errors import UserError
 from utils.io import load_snapshot
 
 
-def model_from_snapshot(path, rt, arch=None):
-    """(model in eval mode on rt.device, snapshot dict); refuses a snapshot of another architecture."""
+def model_from_snapshot(path, rt, arch=None, snap=None):
+    """(model in eval mode on rt.device, snapshot dict); refuses a snapshot of another architecture.
+
+    snap: the already loaded snapshot of `path`, if the caller has it.
+    """
     from net.models import ARCHITECTURES, build_model
-    snap = load_snapshot(path)
+    snap = snap if snap is not None else load_snapshot(path)
     if arch is not None and arch != snap['arch']:
         raise UserError(f"{path} is a {snap['arch']} snapshot, not {arch}; drop --arch (the snapshot knows its own) "
                         f"or pass a {arch} snapshot")

@@ -65,8 +65,10 @@ def _serve():
                 code = 0
                 try:
                     runpy.run_path(script, run_name='__main__')
-                except SystemExit as e:
-                    code = e.code if isinstance(e.code, int) else (e.code is not None and print(e.code, file=sys.stderr) or 1)
+                except SystemExit as e:  # as the interpreter treats it: None is 0, a message is printed with 1
+                    code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                    if not isinstance(e.code, (int, type(None))):
+                        print(e.code, file=sys.stderr)
                 except BaseException:
                     traceback.print_exc()
                     code = 1
