@@ -21,6 +21,7 @@ def parse_args(argv=None):
     p.add_argument('--data_dir', default='data', help="folder with sample_submission.csv (default ./data)")
     p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
     p.add_argument('--out', default='submission_fold_avg.csv')
+    p.add_argument('--save_probs', action='store_true', help="also save the averaged probabilities beside the CSV (.npy)")
     return p.parse_args(argv)
 
 
@@ -30,20 +31,29 @@ def main(args=None):
     from utils.io import load_npy, save_npy
     from utils.submission import check_probs, write_submission
 
+    out = Path(args.out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
     ids = test_ids(args.data_dir)
     arrays = []
     for f in args.masks:
         a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
-        check_probs(a, f, len(ids))
+        check_probs(a, f, len(ids), scan=False)
         arrays.append(a)
-    out = Path(args.out)
-    if out.suffix != '.csv':
-        raise UserError(f"--out {out} must end in .csv")
-    mean = np.empty((len(ids), 101, 101), np.float16)
+    # One pass over the files: each chunk is checked for NaN/inf as it is summed, and nothing is
+    # written before every chunk has passed.
+    mean = np.empty((len(ids), 101, 101), np.float32)
     for a in range(0, len(ids), 2048):
-        acc = sum(x[a:a + 2048].astype(np.float32) for x in arrays)
-        mean[a:a + 2048] = acc / len(arrays)
-    save_npy(out.with_suffix('.npy'), mean)
+        acc = mean[a:a + 2048]
+        acc[:] = 0
+        for f, x in zip(args.masks, arrays):
+            part = x[a:a + 2048]
+            if not np.isfinite(part).all():
+                raise UserError(f"{f} contains NaN or infinite values; predict it again")
+            acc += part
+        acc /= len(arrays)
+    if args.save_probs:
+        save_npy(out.with_suffix('.npy'), mean.astype(np.float16))
     share = write_submission(out, ids, mean, args.th, args.min_size)
     print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
     return out

@@ -132,6 +132,7 @@ def main(args=None):
     train = args.phase == 'train'
     batch = args.batch or (16 if train else 64)
     result['batch'] = batch
+    import net.models  # noqa: F401  (its imports are not the models' memory)
     rss0 = rss_mb()
     variants = {}
     for name in names:

@@ -51,11 +51,12 @@ def bench_archs(archs, quick, threads=0):
     return rows, smp_rows
 
 
-def bench_layout(quick, threads=0, archs=('unet_lite', 'unet_resnet34_v1')):
+def bench_layout(quick, threads=0, archs=None):
     """channels_last vs contiguous (NCHW), train and inference, alternated in one process."""
     rows = []
     th = {'threads': threads} if threads else {}
-    for arch in archs[:1] if quick else archs:
+    archs = archs or (['unet_lite'] if quick else ['unet_lite', 'unet_resnet34_v1'])
+    for arch in archs:
         for phase in ('train', 'infer'):
             res = worker(arch, phase, steps=3 if quick else 6, layout='both', **th)
             cl, nchw = res['variants'][f'{arch}:cl'], res['variants'][f'{arch}:nchw']

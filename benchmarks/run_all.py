@@ -6,9 +6,13 @@
     python benchmarks/run_all.py --parts archs --archs unet_lite,unet_resnet34_v1
 
 Parts: archs (per-architecture throughput, FLOPs, share of matmul peak, memory, and the
-unet_resnet34_v1 / smp Unet ratio), layout (channels_last on/off), threads (1 vs all cores,
-default vs PASSIVE OpenMP waiting), train, predict (predict.py and predict_tta.py),
-stack, fold_avg, threshold, memory (predict.py over 18000 images).
+unet_resnet34_v1 / smp Unet ratio), layout (channels_last on/off; unet_lite and
+unet_resnet34_v1 unless --archs names others), threads (1 vs all cores, default vs PASSIVE
+OpenMP waiting), train, predict (predict.py and predict_tta.py), stack, fold_avg,
+threshold, memory (predict.py over 18000 images).
+
+Environment variables are passed on to every subprocess: OMP_WAIT_POLICY=PASSIVE keeps the
+figures steady on a machine shared with other work (see the threads part).
 
 Every comparison is measured in the same run, alternating the two sides, and reported as the
 median of per-round time ratios, so a machine shared with other work still gives usable
@@ -36,8 +40,9 @@ def parse_args(argv=None):
     p.add_argument('--quick', action='store_true', help="short version: fewer steps, rounds and images, two archs")
     p.add_argument('--parts', default=','.join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument('--archs', default=None,
-                   help=f"comma-separated architectures for the archs part, or 'all' (default: all; "
-                        f"with --quick {','.join(QUICK_ARCHS)}). Known: {','.join(sorted(ARCHITECTURES))}")
+                   help=f"comma-separated architectures for the archs and layout parts, or 'all' (default: all; "
+                        f"with --quick {','.join(QUICK_ARCHS)}; layout: {','.join(QUICK_ARCHS)}). "
+                        f"Known: {','.join(sorted(ARCHITECTURES))}")
     p.add_argument('--repeats', type=int, default=None, help="rounds per command comparison (default 3, --quick 1)")
     p.add_argument('--threads', type=int, default=0,
                    help="torch threads for every part but 'threads' (0: torch's default). On a machine shared "
@@ -52,6 +57,9 @@ def parse_args(argv=None):
     bad = [x for x in args.parts if x not in PARTS]
     if bad:
         p.error(f"unknown part(s) {bad}; choose from {PARTS}")
+    args.layout_archs = None  # the layout part studies unet_lite and unet_resnet34_v1 unless --archs names others
+    if args.archs not in (None, 'all'):
+        args.layout_archs = [a.strip() for a in args.archs.split(',') if a.strip()]
     if args.archs in (None, 'all'):
         args.archs = QUICK_ARCHS if (args.quick and args.archs is None) else list(ARCHITECTURES)
     else:
@@ -86,7 +94,7 @@ def main(argv=None):
         if part == 'archs':
             results['archs'], results['smp'] = BA.bench_archs(args.archs, args.quick, args.threads)
         elif part == 'layout':
-            results['layout'] = BA.bench_layout(args.quick, args.threads)
+            results['layout'] = BA.bench_layout(args.quick, args.threads, *([args.layout_archs] if args.layout_archs else []))
         elif part == 'threads':
             results['threads'], results['default_threads'] = BA.bench_threads(args.quick)
         elif part == 'train':

@@ -56,7 +56,7 @@ def main(argv=None):
     run(f"python3 utils/synthetic.py --out {data} --n_train {args.n_train} --n_test {args.n_test} --seed 0 --overwrite")
     run(f"python3 utils/stack_and_save.py --data_dir {data}")
     run(f"python3 utils/make_folds.py --p {data}/train.csv --n 5")
-    run(f"python3 train.py --arch unet_lite --loss bce_lovasz --optimizer adam_1e-3 --batch_size 16 "
+    run(f"python3 train.py --arch unet_lite --loss BCE --optimizer adam_1e-3 --batch_size 16 "
         f"--n_epochs 1000 --max_minutes {args.minutes} --schedule_by time "
         f"--train_augs train_128_v3 --val_augs val_128 --val_transforms crop_from_128 "
         f"--fold 0 --data_dir {data} --pretrained none --experiment_dir {exp} --overwrite")
