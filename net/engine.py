@@ -232,6 +232,11 @@ def evaluate(model, images, targets, loss_fn, val_aug, back, rt, batch_size=64, 
     images (N, 101, 101) uint8; targets (N, K, 101, 101) uint8 (mask, and border for K=2).
     """
     from net.tta import TTAS
+    if rt.distributed:
+        # DDP syncs gradients, not BatchNorm running statistics: each rank's drift with its own
+        # last batches. Validate every shard with rank 0's, the ones the snapshot saves.
+        for buf in unwrap(model).buffers():
+            torch.distributed.broadcast(buf, 0)
     idx = np.arange(rt.rank, len(images), rt.world_size)
     probs, loss = predict_probs(unwrap(model), images[idx], val_aug, back, TTAS['null'], rt, batch_size,
                                 out_dtype=np.float32, desc=desc, targets=targets[idx], loss_fn=loss_fn)
