@@ -40,17 +40,17 @@ def main(args=None):
         a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
         check_probs(a, f, len(ids), scan=False)
         arrays.append(a)
-    # One pass over the files: each chunk is checked for NaN/inf as it is summed, and nothing is
-    # written before every chunk has passed.
+    # One pass over the files: each summed chunk is checked for NaN/inf, and nothing is written
+    # before every chunk has passed.
     mean = np.empty((len(ids), 101, 101), np.float32)
     for a in range(0, len(ids), 2048):
         acc = mean[a:a + 2048]
         acc[:] = 0
-        for f, x in zip(args.masks, arrays):
-            part = x[a:a + 2048]
-            if not np.isfinite(part).all():
-                raise UserError(f"{f} contains NaN or infinite values; predict it again")
-            acc += part
+        for x in arrays:
+            acc += x[a:a + 2048]
+        if not np.isfinite(acc).all():  # a NaN/inf in any file makes the float32 sum non-finite
+            bad = next(f for f, x in zip(args.masks, arrays) if not np.isfinite(x[a:a + 2048]).all())
+            raise UserError(f"{bad} contains NaN or infinite values; predict it again")
         acc /= len(arrays)
     if args.save_probs:
         save_npy(out.with_suffix('.npy'), mean.astype(np.float16))
