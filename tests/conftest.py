@@ -49,3 +49,13 @@ def cut_real(dst, n_train, n_test, start=0):
 def real_cut(tmp_path):
     """A small writable cut of the real data: 96 train and 24 test images."""
     return cut_real(tmp_path / 'data', 96, 24)
+
+
+def stacked_cut(dst, n_train, n_test, n_folds=4):
+    """A cut of the real data, stacked into arrays and split into folds, by the pipeline's own tools."""
+    from utils.make_folds import main as make_folds
+    from utils.stack_and_save import main as stack
+    d = cut_real(dst, n_train, n_test)
+    stack(['--data_dir', str(d), '--workers', '1'])
+    make_folds(['--p', str(d / 'train.csv'), '--n', str(n_folds)])
+    return d

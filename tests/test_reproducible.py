@@ -8,18 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, cut_real
+from conftest import ROOT, stacked_cut
 from test_errors import LITE
 
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    from utils.make_folds import main as make_folds
-    from utils.stack_and_save import main as stack
-    d = cut_real(tmp_path_factory.mktemp('repro') / 'data', 32, 8)
-    stack(['--data_dir', str(d), '--workers', '1'])
-    make_folds(['--p', str(d / 'train.csv'), '--n', '4'])
-    return d
+    return stacked_cut(tmp_path_factory.mktemp('repro') / 'data', 32, 8)
 
 
 def test_two_runs_with_one_seed_agree(data, tmp_path):

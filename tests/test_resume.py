@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, cut_real
+from conftest import ROOT, stacked_cut
 from test_errors import LITE
 
 # Two cycles of a cosine schedule with a large rate: resuming must restore the scheduler in mid-cycle
@@ -19,12 +19,7 @@ ARGS = [*LITE, '--n_epochs', '4', '--cycles', '2', '--scheduler', 'cosine', '--o
 
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
-    from utils.make_folds import main as make_folds
-    from utils.stack_and_save import main as stack
-    d = cut_real(tmp_path_factory.mktemp('resume') / 'data', 32, 8)
-    stack(['--data_dir', str(d), '--workers', '1'])
-    make_folds(['--p', str(d / 'train.csv'), '--n', '4'])
-    return d
+    return stacked_cut(tmp_path_factory.mktemp('resume') / 'data', 32, 8)
 
 
 def train(data, exp, *extra):
