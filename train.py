@@ -56,6 +56,9 @@ def parse_args(argv=None, border=False):
                    help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
     p.add_argument('--schedule_by', default='epoch', choices=['epoch', 'time'],
                    help="time: with --max_minutes, the learning rate follows a cosine over the time budget")
+    p.add_argument('--swa', type=float, default=0, metavar='SHARE',
+                   help="stochastic weight averaging over the last SHARE (0-1) of the epochs, or of the time budget "
+                        "with --schedule_by time; the averaged model is saved under snapshots/swa/ (0: off)")
     p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
     g = p.add_mutually_exclusive_group()
     g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
@@ -66,6 +69,10 @@ def parse_args(argv=None, border=False):
             p.error(f"--{name} must be at least 1")
     if args.cycles > (args.n_epochs or 200):
         p.error(f"--cycles {args.cycles} is more than --n_epochs {args.n_epochs}")
+    if not 0 <= args.swa < 1:
+        p.error(f"--swa is the share of the run to average, between 0 and 1 (e.g. 0.25); got {args.swa}")
+    if args.swa and args.cycles > 1:
+        p.error("--swa and --cycles do not go together: average a cycled run's snapshots with predict_se.py instead")
     args.border = border
     return args
 
@@ -75,7 +82,7 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init']
+            'limit', 'border', 'init', 'swa']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
     config['init'] = str(Path(args.init).resolve()) if args.init else None
@@ -213,6 +220,10 @@ def report(summary, exp):
     if best:
         lines.append(f"best epoch {best['epoch']}: val score {best['val_score']:.4f}, val IoU {best['val_iou']:.4f}, "
                      f"val loss {best['val_loss']:.4f}")
+    swa = summary.get('swa')
+    if swa:
+        lines.append(f"SWA of {swa['averaged']} epochs: val score {swa['val_score']:.4f}, val IoU {swa['val_iou']:.4f}; "
+                     f"{swa['path']}")
     lines += [f"log:       {exp.log_path}", f"snapshots: {exp.snapshot_root}/",
               "next:      python3 optimize_threshold.py --masks_fn <a val_masks_*.npy of the snapshots>", "=" * 60]
     print('\n'.join(lines))

@@ -1,55 +1,123 @@
 """Ablation on the real data: each row trains fold 0 for the same time budget and is scored on its validation part.
 
-    python3 benchmarks/ablation.py --data_dir data --minutes 5 [--rows base,bce,...] [--out benchmarks/ablation.md]
+    python3 benchmarks/ablation.py --data_dir data --minutes 7 [--jobs 2] [--rows base,bce,...] [--out benchmarks/ablation.md]
 
 DATA_DIR must be stacked and folded (5 folds, coverage-stratified: utils/make_folds.py --n 5).
-For every row it prints the training command, then the fold-0 validation score of the best
-snapshot at threshold 0.5, at the best threshold, and with hflip TTA at that threshold. Rows
-that change only prediction (TTA, small-region removal) reuse the base row's snapshot.
+Every row is the base command plus the row's options, trained for --minutes on --threads
+threads, --jobs rows at a time (the default, 2 rows on one thread each, keeps a 2-core machine
+busy with no row disturbing the other's timing). For every row it prints the training command,
+then the fold-0 validation score: of the best snapshot at threshold 0.5, at the best threshold,
+with hflip TTA at its best threshold, plus the best removal of small regions, and, for models
+with a salt/no-salt head, emptying the masks the head calls empty.
 """
 import argparse
+import json
+import os
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BASE = ('--arch unet_lite --loss bce_lovasz --optimizer adam_1e-3 --batch_size 16 --train_augs train_128_v3 '
-        '--val_augs val_128 --val_transforms crop_from_128 --pretrained none --schedule_by time --n_epochs 10000')
+BASE = ('--arch unet_plain --loss BCEDice --optimizer adam_1e-3 --batch_size 16 --train_augs train_112_v3 '
+        '--val_augs val_112 --val_transforms crop_from_112 --pretrained none --schedule_by time --n_epochs 10000')
+# key: (what the row changes, options added to BASE). Special rows: then_lovasz (two stages),
+# cycles (snapshot ensemble of each cycle's best), swa (the averaged model).
 ROWS = {
-    'base': ('unet_lite, BCE + Lovasz, reflect pad to 128', ''),
-    'bce': ('loss: BCE only', '--loss BCE'),
-    'lovasz': ('loss: Lovasz only', '--loss lovasz'),
-    'lovasz_sym': ('loss: symmetric Lovasz + BCE', '--loss BCE_lovasz_symmetric'),
-    'resize': ('input: resize to 128 instead of pad', '--train_augs train_128_v1 --val_augs val_128_resize --val_transforms resize_from_any'),
-    'w32': ('width: unet_lite_w32 (2x channels)', '--arch unet_lite_w32'),
-    'ds': ('deep supervision + salt head (unet_lite_ds, combined)', '--arch unet_lite_ds --loss combined'),
-    'bce_then_lovasz': ('loss: BCE for 2/3 of the budget, then Lovasz (--init) for 1/3', 'two stages'),
-    'resnet34': ('encoder: unet_resnet34_v1 (stride-4 stem, 24M params)', '--arch unet_resnet34_v1'),
+    'base': ('unet_plain, BCE + Dice, reflect pad to 112', ''),
+    'bce': ('loss: BCE', '--loss BCE'),
+    'lovasz': ('loss: Lovasz hinge', '--loss lovasz'),
+    'bce_lovasz': ('loss: BCE + Lovasz', '--loss bce_lovasz'),
+    'lovasz_sym': ('loss: BCE + symmetric Lovasz', '--loss BCE_lovasz_symmetric'),
+    'then_lovasz': ('loss: BCE + Dice for 2/3 of the budget, then Lovasz (--init, adam_1e-4) for 1/3', 'two stages'),
+    'pad128': ('input: reflect pad to 128', '--train_augs train_128_v3 --val_augs val_128 --val_transforms crop_from_128'),
+    'resize128': ('input: resize to 128', '--train_augs train_128_v1 --val_augs val_128_resize --val_transforms resize_from_any'),
+    'w8': ('width: unet_plain_w8 (8..128 channels)', '--arch unet_plain_w8'),
+    'lite': ('encoder: unet_lite (strided residual stages, add-merge one-conv decoder)', '--arch unet_lite'),
+    'resnet34': ('encoder: unet_resnet34_v1 (ResNet-34, stride-4 stem with max-pool)', '--arch unet_resnet34_v1'),
+    'scse': ('decoder: scSE gates (unet_plain_scse)', '--arch unet_plain_scse'),
+    'hyper': ('head: hypercolumn (unet_plain_hyper)', '--arch unet_plain_hyper'),
+    'ds': ('deep supervision + salt/no-salt head (unet_plain_ds, BCE on every output)', '--arch unet_plain_ds --loss combined_bce'),
+    'cycles': ('snapshot ensemble: 3 cosine cycles, mean of each cycle\'s best', '--cycles 3'),
+    'swa': ('SWA over the last 30 % of the budget', '--swa 0.3'),
 }
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--data_dir', required=True)
-    p.add_argument('--minutes', type=float, default=5.0, help="training budget of every row")
-    p.add_argument('--rows', default='base,bce,lovasz,resize,ds,w32', help=f"comma list of: {', '.join(ROWS)}")
+    p.add_argument('--minutes', type=float, default=7.0, help="training budget of every row")
+    p.add_argument('--rows', default=','.join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
+    p.add_argument('--jobs', type=int, default=2, help="rows trained at the same time")
+    p.add_argument('--threads', type=int, default=1, help="torch threads of each row")
     p.add_argument('--exp_root', default='experiments/ablation')
     p.add_argument('--out', default='benchmarks/ablation.md')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [r for r in args.rows.split(',') if r not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; pick from {', '.join(ROWS)}")
+    return args
 
 
-def best_snapshot(exp):
-    snaps = [p for p in (exp / 'snapshots').glob('epoch_*') if p.suffix != '.npy']
-    return max(snaps, key=lambda p: (float(p.name.rsplit('iout_', 1)[1]), int(p.name.split('.')[0][len('epoch_'):])))
+def snapshots(d):
+    return [p for p in d.glob('epoch_*') if p.suffix != '.npy']
 
 
-def validation_scores(snapshot, data_dir):
-    """(score at 0.5, best threshold, score there, hflip-TTA score there, best min_size and its score)."""
+def best_snapshot(d):
+    return max(snapshots(d), key=lambda p: (float(p.name.rsplit('iout_', 1)[1]), int(p.name.split('.')[0][len('epoch_'):])))
+
+
+def train(cmd, threads, log):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    full = f"{cmd} --threads {threads}"
+    with open(log, 'w') as f:
+        r = subprocess.run([sys.executable, 'train.py'] + shlex.split(full), cwd=ROOT, text=True, env=env,
+                           stdout=f, stderr=subprocess.STDOUT)
+    return r.returncode
+
+
+def run_row(key, args):
+    """Train one row; returns (key, command(s), the snapshot or snapshots to score, epochs) or an error."""
+    title, extra = ROWS[key]
+    exp = ROOT / args.exp_root / key
+    exp.parent.mkdir(parents=True, exist_ok=True)
+    common = f"--fold 0 --data_dir {args.data_dir} --overwrite"
+    if key == 'then_lovasz':
+        first = exp.with_name(key + '_stage1')
+        c1 = f"{BASE} --max_minutes {args.minutes * 2 / 3:.3f} {common} --experiment_dir {first}"
+        if train(c1, args.threads, first.with_suffix('.log')):
+            return key, [c1], None, 0
+        e1 = _epochs(first)
+        c2 = (f"{BASE} --loss lovasz --optimizer adam_1e-4 --init {best_snapshot(first / 'snapshots')} "
+              f"--max_minutes {args.minutes / 3:.3f} {common} --experiment_dir {exp}")
+        if train(c2, args.threads, exp.with_suffix('.log')):
+            return key, [c1, c2], None, e1
+        return key, [c1, c2], [best_snapshot(exp / 'snapshots')], e1 + _epochs(exp)
+    cmd = f"{BASE} {extra} --max_minutes {args.minutes:g} {common} --experiment_dir {exp}"
+    if train(cmd, args.threads, exp.with_suffix('.log')):
+        return key, [cmd], None, 0
+    if key == 'cycles':
+        snaps = [best_snapshot(d) for d in sorted((exp / 'snapshots').glob('cycle_*'))]
+    elif key == 'swa':
+        snaps = snapshots(exp / 'snapshots' / 'swa')
+    else:
+        snaps = [best_snapshot(exp / 'snapshots')]
+    return key, [cmd], snaps, _epochs(exp)
+
+
+def _epochs(exp):
+    import pandas as pd
+    return len(pd.read_csv(exp / 'logs' / 'log.csv'))
+
+
+def validation_scores(snaps, data_dir):
+    """Scores of the mean of `snaps` on fold 0's validation images: dict of the table's columns."""
     import numpy as np
+    import torch
 
     from net.engine import predict_probs, setup_runtime
     from net.inference import model_from_snapshot, transforms_for
@@ -59,67 +127,75 @@ def validation_scores(snapshot, data_dir):
     from utils.metric import score, threshold_sweep
     from utils.submission import binarize
 
-    probs = np.load(snapshot.parent / f'val_masks_{snapshot.name}.npy')
-    true = true_masks_for(snapshot.parent / f'val_masks_{snapshot.name}.npy', data_dir)
+    first = snaps[0]
+    true = true_masks_for(first.parent / f'val_masks_{first.name}.npy', data_dir)
+    probs = np.mean([np.load(s.parent / f'val_masks_{s.name}.npy').astype(np.float32) for s in snaps], axis=0)
     ths = np.linspace(0, 1, 101)
     sweep = threshold_sweep(probs, true, ths)
     b = int(np.argmax(sweep))
     rt = setup_runtime('cpu')
-    model, snap = model_from_snapshot(snapshot, rt)
-    val_aug, back = transforms_for(snap)
     images, _ = load_train_arrays(Path(data_dir))
-    _, va = fold_indices(Path(data_dir), snap['config']['folds_csv'], snap['config']['fold'])
-    tta, _ = predict_probs(model, images[va], val_aug, back, TTAS['null_hflip'], rt, 64, out_dtype=np.float32)
-    tta_sweep = threshold_sweep(tta['mask'], true, ths)
+    tta, salt = 0.0, None
+    for s in snaps:
+        model, snap = model_from_snapshot(s, rt)
+        val_aug, back = transforms_for(snap)
+        _, va = fold_indices(Path(data_dir), snap['config']['folds_csv'], snap['config']['fold'])
+        p, _ = predict_probs(model, images[va], val_aug, back, TTAS['null_hflip'], rt, 64, out_dtype=np.float32)
+        tta = tta + p['mask'] / len(snaps)
+        if 'salt' in getattr(model, 'output_keys', ()):
+            with torch.no_grad():
+                x = torch.from_numpy(images[va]).float()[:, None] / 255.0
+                from net.engine import float_input
+                logits = torch.cat([model(float_input(val_aug(x[a:a + 64]), rt))['salt'] for a in range(0, len(x), 64)])
+            salt = torch.sigmoid(logits).numpy()
+    tta_sweep = threshold_sweep(tta, true, ths)
     tb = int(np.argmax(tta_sweep))
-    sizes = {m: score(binarize(tta['mask'], ths[tb], m), true) for m in (0, 10, 20, 40, 80)}
+    sizes = {m: score(binarize(tta, ths[tb], m), true) for m in (0, 10, 20, 40, 80)}
     m = max(sizes, key=sizes.get)
-    return dict(at05=float(sweep[50]), th=float(ths[b]), best=float(sweep[b]), tta_th=float(ths[tb]),
-                tta=float(tta_sweep[tb]), min_size=m, post=sizes[m])
+    out = dict(at05=float(sweep[50]), th=float(ths[b]), best=float(sweep[b]), tta_th=float(ths[tb]),
+               tta=float(tta_sweep[tb]), min_size=m, post=sizes[m], salt=None)
+    if salt is not None:
+        pred = binarize(tta, ths[tb], m)
+        cuts = {c: score(np.where(salt[:, None, None] < c, False, pred), true) for c in (0.1, 0.2, 0.3, 0.5)}
+        c = max(cuts, key=cuts.get)
+        out['salt'] = (c, cuts[c])
+    return out
 
 
-def train(cmd):
-    print(f"\n$ python3 train.py {cmd}", flush=True)
-    return subprocess.run([sys.executable, 'train.py'] + shlex.split(cmd), cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+HEADER = ["| row | options | epochs | val score @0.5 | best th | score @best th | + hflip TTA | "
+          "+ drop regions < N px | + empty where salt head < c |",
+          "|---|---|---|---|---|---|---|---|---|"]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    lines = [f"Fold 0 of a 5-fold coverage-stratified split of {args.data_dir}, {args.minutes:g} min of training "
-             f"per row on this machine, from scratch. Base command: `python3 train.py {BASE} --max_minutes "
-             f"{args.minutes:g} --fold 0 --data_dir {args.data_dir}` plus the row's options.", "",
-             "| row | options | epochs | val score @0.5 | best th | score @best th | + hflip TTA | + drop regions < N px |",
-             "|---|---|---|---|---|---|---|---|"]
-    for key in args.rows.split(','):
+    keys = args.rows.split(',')
+    intro = [f"Fold 0 of a 5-fold coverage-stratified split of the real data, {args.minutes:g} min of training per row "
+             f"on {args.threads} thread(s), {args.jobs} rows at a time, from scratch. Base command: "
+             f"`python3 train.py {BASE} --max_minutes {args.minutes:g} --fold 0 --data_dir DATA --threads {args.threads}` "
+             f"plus the row's options.", ""]
+    t0 = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda k: run_row(k, args), keys))
+    print(f"trained {len(keys)} rows in {(time.time() - t0) / 60:.1f} min", flush=True)
+    lines = intro + HEADER
+    results = {}
+    for key, cmds, snaps, epochs in done:
         title, extra = ROWS[key]
-        exp = ROOT / args.exp_root / key
-        cmd = (f"{BASE} {extra} --max_minutes {args.minutes} --fold 0 --data_dir {args.data_dir} "
-               f"--experiment_dir {exp} --overwrite")
-        t0 = time.time()
-        if key == 'bce_then_lovasz':
-            first = exp.with_name(key + '_bce')
-            r = train(f"{BASE} --loss BCE --max_minutes {args.minutes * 2 / 3} --fold 0 --data_dir {args.data_dir} "
-                      f"--experiment_dir {first} --overwrite")
-            if r.returncode == 0:
-                cmd = (f"{BASE} --loss lovasz --optimizer adam_1e-4 --init {best_snapshot(first)} "
-                       f"--max_minutes {args.minutes / 3} --fold 0 --data_dir {args.data_dir} --experiment_dir {exp} --overwrite")
-                epochs = sum(1 for line in r.stdout.splitlines() if line.startswith('epoch '))
-                r = train(cmd)
-                r.stdout = '\n'.join(['epoch'] * epochs) + '\n' + r.stdout
-        else:
-            r = train(cmd)
-        if r.returncode:
-            print(r.stdout[-2000:])
-            lines.append(f"| {title} | `{extra}` | failed | | | | | |")
+        shown = extra if key != 'then_lovasz' else 'stage 2: --loss lovasz --optimizer adam_1e-4 --init STAGE1_BEST'
+        if snaps is None or not snaps:
+            lines.append(f"| {title} | `{shown}` | failed | | | | | | |")
             continue
-        epochs = sum(1 for line in r.stdout.splitlines() if line.startswith('epoch '))
-        s = validation_scores(best_snapshot(exp), args.data_dir)
-        row = (f"| {title} | `{extra or '(base)'}` | {epochs} | {s['at05']:.4f} | {s['th']:.2f} | {s['best']:.4f} | "
-               f"{s['tta']:.4f} (th {s['tta_th']:.2f}) | {s['post']:.4f} (N={s['min_size']}) |")
-        print(row, f"({(time.time() - t0) / 60:.1f} min)", flush=True)
+        s = validation_scores(snaps, args.data_dir)
+        results[key] = {**s, 'epochs': epochs, 'commands': cmds, 'snapshots': [str(p) for p in snaps]}
+        salt = f"{s['salt'][1]:.4f} (c={s['salt'][0]})" if s['salt'] else "-"
+        row = (f"| {title} | `{shown or '(base)'}` | {epochs} | {s['at05']:.4f} | {s['th']:.2f} | {s['best']:.4f} | "
+               f"{s['tta']:.4f} (th {s['tta_th']:.2f}) | {s['post']:.4f} (N={s['min_size']}) | {salt} |")
+        print(row, flush=True)
         lines.append(row)
-        Path(ROOT / args.out).write_text('\n'.join(lines) + '\n')
+    out = ROOT / args.out
+    out.write_text('\n'.join(lines) + '\n')
+    out.with_suffix('.json').write_text(json.dumps(results, indent=1, default=str))
     print('\n'.join(lines))
 
 

@@ -256,7 +256,9 @@ class DeepSupervisionLoss(SaltLoss):
     def compute(self, outputs, targets):
         mask, logits = targets['mask'], outputs['mask']
         has_salt = salt_target(mask)
-        values = {'mask_lovasz': lovasz_hinge(logits, mask)}
+        values = {}
+        if self.mask_lovasz_weight:
+            values['mask_lovasz'] = lovasz_hinge(logits, mask)
         if self.mask_bce_weight:
             values['mask_bce'] = bce_with_logits(logits, mask)
         values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
@@ -268,7 +270,7 @@ class DeepSupervisionLoss(SaltLoss):
             aux = aux + (per_image(head, mask) * has_salt).sum() / n_salt
         values['aux'] = aux
         self.parts = {name: v.detach() for name, v in values.items()}
-        return (self.mask_lovasz_weight * values['mask_lovasz']
+        return (self.mask_lovasz_weight * values.get('mask_lovasz', 0.0)
                 + self.mask_bce_weight * values.get('mask_bce', 0.0)
                 + self.salt_weight * values['salt']
                 + self.aux_weight * values['aux'])
@@ -342,6 +344,9 @@ LOSSES: Dict[str, Callable[[], nn.Module]] = {
     # features that are concatenated into the fused output and shaping them is the point.
     'combined_hyper': lambda: DeepSupervisionLoss(
         mask_lovasz_weight=1.0, mask_bce_weight=0.5, salt_weight=0.05, aux_weight=0.25),
+    # The same heads trained with BCE throughout: learns from scratch where lovasz stalls at first.
+    'combined_bce': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.05, aux_weight=0.1, aux_kind='bce'),
     'lovasz_symmetric': _lovasz_symmetric,
     'BCE_lovasz_symmetric': lambda: WeightedSum(
         {'bce': (1.0, _bce()), 'lovasz_symmetric': (1.0, _lovasz_symmetric())}),

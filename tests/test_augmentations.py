@@ -38,7 +38,7 @@ SIZES = {name: aug.VAL_SIZES[aug.TRAIN_VAL_PAIRS[name]] for name in aug.TRAIN_AU
 
 
 def test_registries_are_complete():
-    assert set(aug.TRAIN_AUGS) == {'train_128_v1', 'train_128_v2', 'train_128_v3', 'train_256_v1'}
+    assert set(aug.TRAIN_AUGS) == {'train_128_v1', 'train_128_v2', 'train_128_v3', 'train_256_v1', 'train_112_v3'}
     assert set(aug.TRAIN_VAL_PAIRS) == set(aug.TRAIN_AUGS)
     assert set(aug.TRAIN_VAL_PAIRS.values()) <= set(aug.VAL_AUGS)
     assert set(aug.VAL_BACK_PAIRS) == set(aug.VAL_AUGS) == set(aug.VAL_SIZES)
@@ -127,7 +127,7 @@ def test_train_geometry_equals_paired_val_aug(name):
     out = aug.build_train_aug(name, p=0)(image=img, mask=m)
     want_img = val(_to_tensor(img))[0, 0].numpy()
     want_mask = val(_to_tensor(m))[0, 0].numpy() > 0.5
-    if aug.TRAIN_VAL_PAIRS[name] == 'val_128':
+    if aug.TRAIN_VAL_PAIRS[name] in ('val_128', 'val_112'):
         np.testing.assert_array_equal(out['image'], want_img)
         np.testing.assert_array_equal(out['mask'], want_mask)
     else:

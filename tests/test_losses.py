@@ -18,6 +18,7 @@ EXPECTED_REQUIRES = {
     'boundary_lovasz': {'mask', 'border'},
     'combined': {'mask', 'aux', 'salt'},
     'combined_hyper': {'mask', 'aux', 'salt'},
+    'combined_bce': {'mask', 'aux', 'salt'},
     'lovasz_symmetric': {'mask'},
     'BCE_lovasz_symmetric': {'mask'},
 }
@@ -268,6 +269,15 @@ def test_combined_weights_and_parts():
     recomposed = (p['mask_lovasz'] + 0.5 * p['mask_bce'] + 0.05 * p['salt'] + 0.25 * p['aux'])
     torch.testing.assert_close(total, recomposed)
     torch.testing.assert_close(p['mask_lovasz'], losses.lovasz_hinge(out['mask'], targets['mask']))
+    # combined_bce: BCE on the mask and on every aux head, no lovasz term computed at all
+    bce = losses.build_loss('combined_bce')
+    total = bce(out, targets)
+    assert 'mask_lovasz' not in bce.parts
+    has = losses.salt_target(targets['mask'])
+    aux = sum((losses.bce_per_image(a, targets['mask']) * has).sum() / has.sum() for a in out['aux'])
+    torch.testing.assert_close(bce.parts['aux'], aux)
+    torch.testing.assert_close(total, losses.bce_with_logits(out['mask'], targets['mask']) + 0.05 * bce.parts['salt']
+                               + 0.1 * aux)
     # No salt image in the batch: the aux heads contribute nothing.
     empty = _targets(torch.zeros(shape))
     ds(out, empty)

@@ -16,7 +16,8 @@ EXPECTED_KEYS = {
     'unet_resnet34_v1': M, 'wide_resnet_v1': M, 'wide_resnet_v2': M, 'wide_resnet_se': M, 'seresnext': M,
     'wide_resnet_hypercolumn': MAS, 'ds_resnet_34': MAS, 'unet_lite_ds': MAS,
     'wide_resnet_border': {'mask', 'border'}, 'unet_lite': M, 'unet_lite_w32': M,
-    'unet_lite_border': {'mask', 'border'},
+    'unet_lite_border': {'mask', 'border'}, 'unet_plain': M, 'unet_plain_w8': M, 'unet_plain_scse': M,
+    'unet_plain_hyper': M, 'unet_plain_ds': MAS,
 }
 
 @pytest.fixture(autouse=True)

@@ -156,6 +156,48 @@ def test_snapshot_ensemble(data, tmp_path):
     check_submission(exp / 'predictions' / 'snapshot_ensemble.csv', data)
 
 
+def test_swa_saves_the_averaged_model(data, tmp_path):
+    """--swa 0.5 of 4 epochs averages epochs 3 and 4, re-estimates BatchNorm and saves a usable snapshot."""
+    import torch
+    exp = tmp_path / 'swa'
+    out = run(['train.py', '--arch', 'unet_plain_w8', '--swa', '0.5', '--n_epochs', '4', '--batch_size', '8',
+               '--limit', '16', '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms',
+               'crop_from_112', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp]).stdout
+    assert 'SWA of 2 epochs' in out
+    swa = [p for p in snapshots(exp) if p.parent.name == 'swa']
+    assert len(swa) == 1 and swa[0].name.startswith('epoch_4.')
+    assert np.load(swa[0].parent / f'val_masks_{swa[0].name}.npy').shape == (4, 101, 101)
+    # the averaged weights differ from both epochs' weights, and BatchNorm statistics were recomputed
+    ckpt = torch.load(exp / 'checkpoint.pth', weights_only=False)
+    assert int(ckpt['swa']['n_averaged']) == 2
+    avg = torch.load(swa[0], weights_only=True)['model']
+    last = ckpt['model']
+    name = next(k for k in avg if k.endswith('conv.weight') or k.endswith('0.weight'))
+    assert not torch.equal(avg[name], last[name])
+    torch.testing.assert_close(avg[name], ckpt['swa']['module.' + name])
+    run(['optimize_threshold.py', '--masks_fn', swa[0].parent / f'val_masks_{swa[0].name}.npy'])
+    run(['predict.py', '--snapshot', swa[0]])
+    check_submission(exp / 'predictions' / f'{swa[0].name}.csv', data)
+    bad = run(['train.py', '--swa', '1.5', '--data_dir', data, '--experiment_dir', tmp_path / 'x'], check=False)
+    assert bad.returncode == 2 and '--swa is the share' in bad.stderr
+
+
+def test_cycles_split_the_time_budget(data, tmp_path):
+    """--cycles 2 with --schedule_by time: each half of the budget restarts the cosine and keeps its own best."""
+    exp = tmp_path / 'cycles'
+    run(['train.py', '--arch', 'unet_plain_w8', '--cycles', '2', '--max_minutes', '0.15', '--schedule_by', 'time',
+         '--n_epochs', '1000', '--batch_size', '8', '--limit', '16', '--train_augs', 'train_112_v3', '--val_augs',
+         'val_112', '--val_transforms', 'crop_from_112', '--optimizer', 'adam_1e-3', '--data_dir', data,
+         '--pretrained', 'none', '--experiment_dir', exp])
+    log = pd.read_csv(exp / 'logs' / 'log.csv')
+    assert list(log['cycle'].unique()) == [0, 1]
+    first_of_1 = log.index[log['cycle'] == 1][0]
+    # both cycles start at (nearly) the base rate and anneal towards its 1 %
+    assert log['lr'][0] > 0.95e-3 and log['lr'][first_of_1] > 0.95e-3
+    assert log['lr'][first_of_1 - 1] < 0.9e-3
+    assert {p.parent.name for p in snapshots(exp)} == {'cycle_0', 'cycle_1'}
+
+
 def test_border_model_saves_border_output(data, tmp_path):
     exp = tmp_path / 'border'
     train_in_process('train_border.py', ['--arch', 'unet_lite_border', '--loss', 'boundary_lovasz', '--data_dir', data,

@@ -66,6 +66,8 @@ class Experiment:
         save_json(self.config_path, config)
 
     def snapshot_dir(self, cycle, cycles):
+        if cycle == 'swa':
+            return self.snapshot_root / 'swa'
         return self.snapshot_root / f'cycle_{cycle}' if cycles > 1 else self.snapshot_root
 
     def save_snapshot(self, model_state, config, epoch, cycle, metrics, val_probs):

@@ -98,3 +98,67 @@ def unet_lite_ds(pretrained=None):
 def unet_lite_border(pretrained=None):
     """``unet_lite`` with a second head for the mask's border; outputs {'mask', 'border'}."""
     return _lite(pretrained, 'unet_lite_border', 16, border=True)
+
+
+class PlainEncoder(nn.Module):
+    """Classic U-Net encoder: two 3x3 conv-bn-relu per level, 2x2 max-pool between levels.
+
+    x (N, 3, H, W) -> [(N, w, H), (N, 2w, H/2), (N, 4w, H/4), (N, 8w, H/8), (N, 16w, H/16)].
+    """
+
+    strides = (1, 2, 4, 8, 16)
+
+    def __init__(self, width=16):
+        super().__init__()
+        widths = [width * 2 ** i for i in range(5)]
+        self.channels = tuple(widths)
+        cins = [3] + widths[:-1]
+        self.levels = nn.ModuleList(nn.Sequential(ConvBnAct(ci, co), ConvBnAct(co, co)) for ci, co in zip(cins, widths))
+        self.pool = nn.MaxPool2d(2)
+        init_encoder(self)
+
+    def forward(self, x):
+        feats = [self.levels[0](x)]
+        for level in self.levels[1:]:
+            feats.append(level(self.pool(feats[-1])))
+        return feats
+
+
+def _plain(pretrained, arch, width, **heads):
+    enc = PlainEncoder(width)
+    init_encoder_weights(enc, pretrained, arch, imagenet=None)
+    w = width
+    return SegNet(enc, (w * 8, w * 4, w * 2, w), n_convs=2, up='deconv', merge='cat', channels_last=True, **heads)
+
+
+def unet_plain(pretrained=None):
+    """Classic U-Net (Ronneberger et al.): two convs per level, max-pool, concatenated skips; widths 16..256.
+
+    Slower per image than ``unet_lite`` but learns more per image seen; sized for 112x112 inputs
+    (``train_112_v3``). Outputs {'mask'}.
+    """
+    return _plain(pretrained, 'unet_plain', 16)
+
+
+def unet_plain_w8(pretrained=None):
+    """``unet_plain`` at half width (8..128): about 3x cheaper per image. Outputs {'mask'}."""
+    return _plain(pretrained, 'unet_plain_w8', 8)
+
+
+def unet_plain_scse(pretrained=None):
+    """``unet_plain`` with scSE gates after every decoder step. Outputs {'mask'}."""
+    return _plain(pretrained, 'unet_plain_scse', 16, scse=True)
+
+
+def unet_plain_hyper(pretrained=None):
+    """``unet_plain`` whose mask head reads a hypercolumn of every decoder scale. Outputs {'mask'}."""
+    return _plain(pretrained, 'unet_plain_hyper', 16, hypercolumn=True, hyper_channels=16, hyper_reduce=8,
+                  hyper_kernel=1)
+
+
+def unet_plain_ds(pretrained=None):
+    """``unet_plain`` with deep supervision and a salt/no-salt head fused into the mask head.
+
+    Outputs {'mask', 'aux', 'salt'}; train it with the ``combined`` loss.
+    """
+    return _plain(pretrained, 'unet_plain_ds', 16, aux=True, salt=True, fuse_salt=True)
