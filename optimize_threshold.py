@@ -20,7 +20,7 @@ def parse_args(argv=None):
     p.add_argument('--masks_fn', required=True, help="val_masks_*.npy written by train.py beside a snapshot")
     p.add_argument('--data_dir', default=None, help="override the experiment's data folder")
     p.add_argument('--steps', type=int, default=101, help="thresholds evenly spaced over [0, 1] (default 101)")
-    p.add_argument('--min_sizes', default='10,20,40,80', type=size_list,
+    p.add_argument('--min_sizes', default='10,20,40,80,160,320', type=size_list,
                    help="at the best threshold, also try dropping salt regions below these pixel counts (predict*.py --min_size)")
     return p.parse_args(argv)
 

@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument('--layout', choices=['on', 'off', 'both', 'model'], default='on',
                    help="channels_last on / off / both (alternately) / model (whatever the model does itself)")
     p.add_argument('--vs', choices=['none', 'smp'], default='none')
+    p.add_argument('--precision', choices=['fp32', 'bf16', 'both'], default='fp32',
+                   help="fp32, bf16 autocast (the pipeline's --amp bf16), or both alternately")
     p.add_argument('--threads', default='', help="comma-separated thread counts to alternate (default: torch's)")
     return p.parse_args(argv)
 
@@ -135,31 +137,36 @@ def main(args=None):
     import net.models  # noqa: F401  (its imports are not the models' memory)
     rss0 = rss_mb()
     variants = {}
+    precisions = ['fp32', 'bf16'] if args.precision == 'both' else [args.precision]
     for name in names:
         for cl in layouts:
             for th in thread_list:
-                model = build(name)
-                if cl is not None:
-                    set_layout(model, cl)
-                model.train(train)
-                opt = torch.optim.Adam(model.parameters(), lr=1e-4) if train else None
-                x, y = make_inputs(batch, args.size, bool(cl))
-                key = name + ('' if cl is None or args.layout != 'both' else (':cl' if cl else ':nchw')) \
-                    + (f':t{th}' if len(thread_list) > 1 else '')
-                variants[key] = dict(model=model, opt=opt, x=x, y=y, threads=th, times=[])
+                for prec in precisions:
+                    model = build(name)
+                    if cl is not None:
+                        set_layout(model, cl)
+                    model.train(train)
+                    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if train else None
+                    x, y = make_inputs(batch, args.size, bool(cl))
+                    key = name + ('' if cl is None or args.layout != 'both' else (':cl' if cl else ':nchw')) \
+                        + (f':t{th}' if len(thread_list) > 1 else '') + (f':{prec}' if len(precisions) > 1 else '')
+                    variants[key] = dict(model=model, opt=opt, x=x, y=y, threads=th, bf16=prec == 'bf16', times=[])
     result['build_rss_mb'] = rss_mb() - rss0
 
     def step(v):
         torch.set_num_threads(v['threads'])
         t0 = time.perf_counter()
+        amp = torch.autocast('cpu', dtype=torch.bfloat16, enabled=v['bf16'])
         if train:
-            out = v['model'](v['x'])
-            loss = loss_of(out, v['y'])
+            with amp:
+                out = v['model'](v['x'])
+            loss = loss_of({k: [t.float() for t in o] if isinstance(o, list) else o.float() for k, o in out.items()},
+                           v['y'])
             v['opt'].zero_grad(set_to_none=True)
             loss.backward()
             v['opt'].step()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), amp:
                 v['model'](v['x'])
         return time.perf_counter() - t0
 

@@ -102,3 +102,21 @@ def bench_threads(quick, archs=('unet_lite', 'unet_resnet34_v1'), rounds=None):
                              'default_threads_speedup': median(collected[(arch, phase, pol, 'ratio')])})
                 log(f"threads {arch} {phase} {pol}: {ips}")
     return rows, default
+
+
+def bench_precision(quick, threads=0, archs=None):
+    """bf16 autocast (--amp bf16) vs fp32 on this CPU, train and inference, alternated in one process."""
+    rows = []
+    th = {'threads': threads} if threads else {}
+    archs = archs or (['unet_plain'] if quick else ['unet_lite', 'unet_plain', 'unet_resnet34_v1'])
+    for arch in archs:
+        size = 112 if arch.startswith('unet_plain') else 128
+        for phase in ('train', 'infer'):
+            res = worker(arch, phase, steps=3 if quick else 6, layout='model', precision='both', size=size, **th)
+            fp, bf = res['variants'][f'{arch}:fp32'], res['variants'][f'{arch}:bf16']
+            rows.append({'arch': arch, 'size': size, 'phase': phase, 'fp32_ips': fp['images_per_s'],
+                         'bf16_ips': bf['images_per_s'],
+                         # per-round time ratio fp32 / bf16: > 1 means bf16 is faster
+                         'bf16_speedup': 1.0 / res['ratios_vs_first'][f'{arch}:bf16']})
+            log(f"precision {arch} {phase}: bf16 x{rows[-1]['bf16_speedup']:.2f}")
+    return rows

@@ -139,7 +139,7 @@ def row(name, cmd, bare, target=None, note='', **extra):
 
 def bench_train(work, data, quick, repeats, threads):
     """train.py for N epochs vs bare_train.py doing the same epochs on the same images."""
-    epochs, limit = (1, 96) if quick else (2, 320)
+    epochs, limit = (1, 96) if quick else (2, 1280)
     exp = work / 'exp_train'
     common = ['--arch', TRAIN_ARCH, '--n_epochs', epochs, '--batch_size', 16, '--limit', limit, '--data_dir', data]
     cmd = [PY, 'train.py', *common, '--loss', 'BCE', '--optimizer', 'adam_1e-4', '--pretrained', 'none',

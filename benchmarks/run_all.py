@@ -7,7 +7,8 @@
 
 Parts: archs (per-architecture throughput, FLOPs, share of matmul peak, memory, and the
 unet_resnet34_v1 / smp Unet ratio), layout (channels_last on/off; unet_lite and
-unet_resnet34_v1 unless --archs names others), threads (1 vs all cores, default vs PASSIVE
+unet_resnet34_v1 unless --archs names others), precision (bf16 autocast vs fp32 on this CPU;
+unet_lite, unet_plain, unet_resnet34_v1), threads (1 vs all cores, default vs PASSIVE
 OpenMP waiting), train, predict (predict.py and predict_tta.py), stack, fold_avg,
 threshold, memory (predict.py over 18000 images).
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import BENCH, ROOT, fmt, log, machine_info, markdown_table, matmul_gflops, median, text_table  # noqa: E402
 
-PARTS = ['archs', 'layout', 'threads', 'train', 'predict', 'stack', 'fold_avg', 'threshold', 'memory']
+PARTS = ['archs', 'layout', 'precision', 'threads', 'train', 'predict', 'stack', 'fold_avg', 'threshold', 'memory']
 QUICK_ARCHS = ['unet_lite', 'unet_resnet34_v1']
 
 
@@ -95,6 +96,8 @@ def main(argv=None):
             results['archs'], results['smp'] = BA.bench_archs(args.archs, args.quick, args.threads)
         elif part == 'layout':
             results['layout'] = BA.bench_layout(args.quick, args.threads, *([args.layout_archs] if args.layout_archs else []))
+        elif part == 'precision':
+            results['precision'] = BA.bench_precision(args.quick, args.threads)
         elif part == 'threads':
             results['threads'], results['default_threads'] = BA.bench_threads(args.quick)
         elif part == 'train':
@@ -155,6 +158,14 @@ def render(results):
         rows = [[r['arch'], r['phase'], r['cl_ips'], r['nchw_ips'], r['cl_speedup']] for r in results['layout']]
         sections.append(('channels_last vs contiguous (NCHW) on this CPU', header, rows,
                          'Speed-up: median per-round time ratio NCHW / channels_last (> 1: channels_last faster).'))
+    if results.get('precision'):
+        header = ['arch', 'input', 'phase', 'fp32 img/s', 'bf16 autocast img/s', 'bf16 speed-up']
+        rows = [[r['arch'], r['size'], r['phase'], r['fp32_ips'], r['bf16_ips'], r['bf16_speedup']]
+                for r in results['precision']]
+        sections.append(('bf16 autocast (--amp bf16) vs fp32 on this CPU', header, rows,
+                         'Speed-up: median per-round time ratio fp32 / bf16 (> 1: bf16 faster). CPUs with AMX '
+                         '(Xeon Sapphire Rapids and later) run bf16 convolutions natively; elsewhere bf16 is '
+                         'emulated and slower, and the scripts warn.'))
     if results.get('threads'):
         d = results['default_threads']
         header = ['arch', 'phase', 'OMP_WAIT_POLICY', f'{d} threads img/s', '1 thread img/s', f'{d} vs 1 thread speed-up']

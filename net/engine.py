@@ -6,6 +6,9 @@ only in the targets and loss they hand to `fit`.
 """
 import math
 import os
+import queue
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -86,6 +89,9 @@ def setup_runtime(device='auto', amp='auto', channels_last='auto', workers=-1, t
         amp_dtype = None
     else:
         amp_dtype = torch.bfloat16 if amp == 'bf16' else torch.float16
+        if dev.type == 'cpu' and amp_dtype == torch.bfloat16 and not _cpu_has_bf16():
+            print("warning: --amp bf16 on a CPU without native bfloat16 (AVX-512 BF16 / AMX) is emulated and "
+                  "slower than fp32; drop --amp or pass --amp off", file=sys.stderr)
     if channels_last == 'auto':
         # NHWC is faster on both: tensor cores on CUDA, oneDNN's blocked kernels on CPU (measured
         # 1.1-1.9x for every architecture here, same predictions; benchmarks/results.md)
@@ -98,6 +104,13 @@ def setup_runtime(device='auto', amp='auto', channels_last='auto', workers=-1, t
         backend = 'nccl' if dev.type == 'cuda' else 'gloo'
         torch.distributed.init_process_group(backend=backend)
     return Runtime(dev, amp_dtype, bool(channels_last), rank, world, workers)
+
+
+def _cpu_has_bf16():
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def to_input(images, rt):
@@ -169,8 +182,66 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
     return out, (loss_sum / seen if seen else None)
 
 
+class Prefetcher:
+    """Iterates `loader` in a background thread, up to `depth` batches ahead of the consumer.
+
+    With no loader worker processes (the CPU default) augmentation and collation would run on the
+    main thread between training steps, while the compute threads wait; here they overlap with
+    the step before. The order of batches and of random draws is the loader's own, so runs stay
+    reproducible. An exception in the thread is raised in the consumer; `close` stops the thread
+    early (a time budget ending mid-epoch).
+    """
+
+    _END = object()
+
+    def __init__(self, loader, depth=2):
+        self.loader = loader
+        self._queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name='batch-prefetch', daemon=True)
+        self._thread.start()
+
+    def __len__(self):
+        return len(self.loader)
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _fill(self):
+        try:
+            for item in self.loader:
+                if not self._put(item):
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put(e)
+            return
+        self._put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+
+
 def batches(dataset, batch_size, rt, seed, epoch):
-    """A DataLoader over `dataset` whose order and augmentation draws depend only on (seed, epoch)."""
+    """A DataLoader over `dataset` whose order and augmentation draws depend only on (seed, epoch).
+
+    Without worker processes it comes wrapped in a :class:`Prefetcher`.
+    """
     gen = torch.Generator().manual_seed(seed * 100003 + epoch)
     sampler = None
     if rt.distributed:
@@ -180,10 +251,18 @@ def batches(dataset, batch_size, rt, seed, epoch):
     if rt.workers == 0:
         from net.augmentations import reseed
         reseed(dataset.aug, (seed * 100003 + epoch * 7919 + rt.rank) % 2 ** 32)
-    return torch.utils.data.DataLoader(
+    loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
         num_workers=rt.workers, pin_memory=rt.device.type == 'cuda', drop_last=True,
-        worker_init_fn=_seed_worker if rt.workers else None, persistent_workers=False)
+        worker_init_fn=_seed_worker if rt.workers else None, persistent_workers=False,
+        collate_fn=None if rt.workers else _stack_numpy)
+    return Prefetcher(loader) if rt.workers == 0 else loader
+
+
+def _stack_numpy(items):
+    # Collates in numpy: torch.stack on the prefetch thread would start a second OpenMP team
+    # beside the training threads' one, and the two would fight over the cores.
+    return tuple(torch.from_numpy(np.stack([t.numpy() for t in column])) for column in zip(*items))
 
 
 def _seed_worker(worker_id):
@@ -200,28 +279,32 @@ def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline
     total, count = torch.zeros((), device=rt.device), 0
     finished = True
     bar = tqdm(loader, desc=desc, unit='batch', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
-    for images, targets in bar:
-        x = to_input(images, rt)
-        t = targets_from(targets.to(rt.device, non_blocking=True))
-        with rt.autocast():
-            out = model(x)
-        loss = loss_fn(out, t)
-        if not torch.isfinite(loss):
-            raise UserError("the training loss became NaN/inf; lower the learning rate (--optimizer) or use --amp off")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        total += loss.detach() * len(images)
-        count += len(images)
-        if deadline is not None and time.monotonic() > deadline:
-            finished = False
-            break
-    bar.close()
+    try:
+        for images, targets in bar:
+            x = to_input(images, rt)
+            t = targets_from(targets.to(rt.device, non_blocking=True))
+            with rt.autocast():
+                out = model(x)
+            loss = loss_fn(out, t)
+            if not torch.isfinite(loss):
+                raise UserError("the training loss became NaN/inf; lower the learning rate (--optimizer) or use --amp off")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            total += loss.detach() * len(images)
+            count += len(images)
+            if deadline is not None and time.monotonic() > deadline:
+                finished = False
+                break
+    finally:
+        bar.close()
+        if isinstance(loader, Prefetcher):
+            loader.close()
     stats = torch.tensor([float(total), float(count)], dtype=torch.float64)
     if rt.distributed:
         torch.distributed.all_reduce(stats)

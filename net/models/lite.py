@@ -1,4 +1,4 @@
-"""Small residual U-Nets sized for CPU training on 128x128 inputs.
+"""Small U-Nets sized for CPU training: residual ``unet_lite`` (128x128) and classic ``unet_plain`` (112x112).
 
 Unlike ImageNet encoders, the stem keeps full resolution (stride-1 conv, no max-pool): a
 101-pixel image padded to 128 has thin salt structures that a stride-4 stem would blur.
@@ -6,6 +6,11 @@ Compute is kept low instead by few channels at high resolution, stride-2 convs f
 downsampling stages, and a one-conv decoder step that upsamples by transposed conv and adds
 the skip (LinkNet-style) rather than concatenating it. unet_lite trains at ~85-95 images/s
 (128x128, batch 16, fp32, 2 threads of a Xeon with AVX-512).
+
+``unet_plain`` is the textbook U-Net at width 16: two conv-bn-relu per level, max-pool down,
+transposed-conv up and concatenated skips. It costs more per image than ``unet_lite`` but, on
+the real data, learned more per minute of CPU (benchmarks/ablation.md), with 112x112 inputs
+(101 reflect-padded to the next multiple of 16) and bf16 autocast where the CPU has AMX.
 """
 from __future__ import annotations
 
