@@ -4,7 +4,8 @@
 
 The true masks are found from the experiment the file belongs to (its train_config.json names
 the data and the fold). Prints the score at each threshold and the best one, and writes the
-full curve beside the masks file (.thresholds.csv and .thresholds.png).
+full curve beside the masks file (.thresholds.csv and .thresholds.png) and the best threshold
+and small-region size (.best.json), which `predict*.py --th auto --min_size auto` read.
 """
 import argparse
 from pathlib import Path
@@ -17,7 +18,8 @@ from utils.errors import UserError, run_cli
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n')[0])
-    p.add_argument('--masks_fn', required=True, help="val_masks_*.npy written by train.py beside a snapshot")
+    p.add_argument('--masks_fn', required=True,
+                   help="val_masks_*.npy written by train.py beside a snapshot, or an experiment directory (its best snapshot's)")
     p.add_argument('--data_dir', default=None, help="override the experiment's data folder")
     p.add_argument('--steps', type=int, default=101, help="thresholds evenly spaced over [0, 1] (default 101)")
     p.add_argument('--min_sizes', default='10,20,40,80,160,320', type=size_list,
@@ -58,6 +60,10 @@ def main(args=None):
     from utils.metric import threshold_sweep
     from utils.submission import check_probs
 
+    from utils.experiment import resolve_snapshot
+    if Path(args.masks_fn).is_dir():
+        snap = resolve_snapshot(args.masks_fn)
+        args.masks_fn = snap.parent / f'val_masks_{snap.name}.npy'
     probs = load_npy(args.masks_fn, 'validation masks', 'python3 train.py ... (it writes val_masks_*.npy beside each snapshot)')
     true = true_masks_for(args.masks_fn, args.data_dir)
     check_probs(probs, args.masks_fn)
@@ -77,12 +83,21 @@ def main(args=None):
     from utils.plots import threshold_curve
     threshold_curve(stem.with_name(stem.name + '.thresholds.png'), ths, scores, ths[b])
     sizes = sorted(set(args.min_sizes) - {0})
+    best_size, best_size_score = 0, float(scores[b])
     if sizes:
         from utils.metric import score
         from utils.submission import binarize
         for m in sizes:
-            print(f"threshold {ths[b]:.2f} --min_size {m:<4d} score {score(binarize(probs, ths[b], m), true):.4f}")
-    print(f"best threshold {ths[b]:.2f}: score {scores[b]:.4f} (at 0.50: {np.interp(0.5, ths, scores):.4f})")
+            s = score(binarize(probs, ths[b], m), true)
+            print(f"threshold {ths[b]:.2f} --min_size {m:<4d} score {s:.4f}")
+            if s > best_size_score:
+                best_size, best_size_score = m, float(s)
+    from utils.io import save_json
+    save_json(stem.with_name(stem.name + '.best.json'),
+              {'threshold': round(float(ths[b]), 6), 'score': float(scores[b]), 'min_size': best_size,
+               'score_with_min_size': best_size_score, 'masks': str(args.masks_fn)})
+    print(f"best threshold {ths[b]:.2f}: score {scores[b]:.4f} (at 0.50: {np.interp(0.5, ths, scores):.4f})"
+          + (f"; with --min_size {best_size}: {best_size_score:.4f}" if best_size else ""))
     return float(ths[b]), float(scores[b])
 
 

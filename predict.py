@@ -36,8 +36,28 @@ def check_options(p, args):
         p.error(f"--out {args.out} must end in .csv")
     if args.batch_size < 1:
         p.error("--batch_size must be at least 1")
-    if getattr(args, 'min_size', 0) < 0:
+    if getattr(args, 'min_size', 0) != 'auto' and getattr(args, 'min_size', 0) < 0:
         p.error("--min_size must be at least 0")
+
+
+def searched_options(snapshot, th, min_size):
+    """Replace 'auto' threshold / min_size by what optimize_threshold.py saved for this snapshot."""
+    if 'auto' not in (th, min_size):
+        return th, min_size
+    import json
+    snapshot = Path(snapshot)
+    found = snapshot.parent / f'val_masks_{snapshot.name}.best.json'
+    if not found.is_file():
+        raise UserError(f"--th/--min_size auto need {found}; make it with: python3 optimize_threshold.py "
+                        f"--masks_fn {snapshot.parent / f'val_masks_{snapshot.name}.npy'}")
+    try:
+        best = json.loads(found.read_text())
+        th = float(best['threshold']) if th == 'auto' else th
+        min_size = int(best['min_size']) if min_size == 'auto' else min_size
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{found} is not optimize_threshold.py's output; run optimize_threshold.py again") from None
+    print(f"from {found.name}: --th {th:.2f} --min_size {min_size}")
+    return th, min_size
 
 
 def resolve_data_dir(args, snap):
@@ -85,9 +105,12 @@ def main(args=None, tta=False):
     from utils.data import load_test_images
     from utils.io import load_snapshot
 
+    from utils.experiment import resolve_snapshot
+    args.snapshot = resolve_snapshot(args.snapshot)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)
     snap = load_snapshot(args.snapshot)
+    args.th, args.min_size = searched_options(args.snapshot, args.th, args.min_size)
     images, ids = load_test_images(resolve_data_dir(args, snap))
     probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
     out = args.out or default_out(args.snapshot, '' if args.tta == 'null' else f'.tta_{args.tta}')

@@ -50,7 +50,8 @@ def parse_args(argv=None, border=False):
     p.add_argument('--pretrained', default='imagenet',
                    help="encoder weights: imagenet (torchvision's, when cached or downloadable), none, or a path to a state dict")
     p.add_argument('--init', default=None, metavar='SNAPSHOT',
-                   help="start from all weights of a snapshot of the same --arch (e.g. a BCE run, to fine-tune with lovasz)")
+                   help="start from all weights of a snapshot of the same --arch, or of an experiment directory's best "
+                        "snapshot (e.g. a BCE run, to fine-tune with lovasz)")
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--max_minutes', type=float, default=0,
                    help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
@@ -85,6 +86,9 @@ def build_config(args):
             'limit', 'border', 'init', 'swa']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
+    if args.init:
+        from utils.experiment import resolve_snapshot
+        args.init = resolve_snapshot(args.init)
     config['init'] = str(Path(args.init).resolve()) if args.init else None
     config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
                   command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))

@@ -89,7 +89,7 @@ def setup_runtime(device='auto', amp='auto', channels_last='auto', workers=-1, t
         amp_dtype = None
     else:
         amp_dtype = torch.bfloat16 if amp == 'bf16' else torch.float16
-        if dev.type == 'cpu' and amp_dtype == torch.bfloat16 and not _cpu_has_bf16():
+        if dev.type == 'cpu' and amp_dtype == torch.bfloat16 and not cpu_has_native_bf16():
             print("warning: --amp bf16 on a CPU without native bfloat16 (AVX-512 BF16 / AMX) is emulated and "
                   "slower than fp32; drop --amp or pass --amp off", file=sys.stderr)
     if channels_last == 'auto':
@@ -106,7 +106,8 @@ def setup_runtime(device='auto', amp='auto', channels_last='auto', workers=-1, t
     return Runtime(dev, amp_dtype, bool(channels_last), rank, world, workers)
 
 
-def _cpu_has_bf16():
+def cpu_has_native_bf16():
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 / AMX), so that --amp bf16 pays."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

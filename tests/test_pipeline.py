@@ -182,6 +182,59 @@ def test_swa_saves_the_averaged_model(data, tmp_path):
     assert bad.returncode == 2 and '--swa is the share' in bad.stderr
 
 
+def test_experiment_dir_and_auto_options(data, tmp_path):
+    """EXP stands for its best snapshot; --th/--min_size auto take what optimize_threshold.py found."""
+    import json
+    exp = tmp_path / 'auto'
+    run(['train.py', '--arch', 'unet_plain_w8', '--n_epochs', '3', '--batch_size', '8', '--limit', '16',
+         '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
+         '--optimizer', 'adam_1e-3', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp])
+    best = max((p for p in snapshots(exp)), key=lambda p: (float(p.name.rsplit('iout_', 1)[1]),
+                                                             int(p.name.split('.')[0][len('epoch_'):])))
+    # before the search, auto is a one-line error that names the command to run
+    r = run(['predict_tta.py', '--snapshot', exp, '--th', 'auto'], check=False)
+    assert r.returncode == 2 and 'optimize_threshold.py --masks_fn' in r.stderr and 'Traceback' not in r.stderr
+    out = run(['optimize_threshold.py', '--masks_fn', exp]).stdout
+    assert f'best snapshot of {exp}: {best}' in out
+    found = json.loads((best.parent / f'val_masks_{best.name}.best.json').read_text())
+    assert 0 <= found['threshold'] <= 1 and found['min_size'] >= 0
+    assert found['score_with_min_size'] >= found['score']
+    out = run(['predict_tta.py', '--snapshot', exp, '--th', 'auto', '--min_size', 'auto']).stdout
+    assert f"--th {found['threshold']:.2f} --min_size {found['min_size']}" in out
+    sub = check_submission(exp / 'predictions' / f'{best.name}.tta_null_hflip.csv', data)
+    probs = np.load(exp / 'predictions' / f'{best.name}.tta_null_hflip.npy').astype(np.float32)
+    from utils.rle import rle_encode
+    from utils.submission import binarize
+    assert list(sub['rle_mask']) == [rle_encode(m) for m in binarize(probs, found['threshold'], found['min_size'])]
+    # --init EXP fine-tunes from the same best snapshot
+    run(['train.py', '--arch', 'unet_plain_w8', '--init', exp, '--loss', 'lovasz', '--n_epochs', '1', '--batch_size', '8',
+         '--limit', '16', '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
+         '--data_dir', data, '--pretrained', 'none', '--experiment_dir', tmp_path / 'ft'])
+    assert json.loads((tmp_path / 'ft' / 'train_config.json').read_text())['init'] == str(best.resolve())
+
+
+def test_bf16_autocast_on_cpu(data, tmp_path):
+    """--amp bf16 trains and predicts on the CPU; its probabilities stay close to the fp32 ones."""
+    import torch
+    exp = tmp_path / 'bf16'
+    r = run(['train.py', '--arch', 'unet_plain_w8', '--amp', 'bf16', '--n_epochs', '2', '--batch_size', '8',
+             '--limit', '16', '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms',
+             'crop_from_112', '--optimizer', 'adam_1e-3', '--data_dir', data, '--pretrained', 'none',
+             '--experiment_dir', exp])
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert ('without native bfloat16' in r.stderr) == (not native)
+    log = pd.read_csv(exp / 'logs' / 'log.csv')
+    assert list(log['epoch']) == [1, 2] and np.isfinite(log['train_loss']).all()
+    snap = snapshots(exp)[-1]
+    run(['predict.py', '--snapshot', snap, '--amp', 'bf16', '--out', tmp_path / 'bf.csv'])
+    run(['predict.py', '--snapshot', snap, '--out', tmp_path / 'fp.csv'])
+    check_submission(tmp_path / 'bf.csv', data)
+    bf = np.load(tmp_path / 'bf.npy').astype(np.float32)
+    fp = np.load(tmp_path / 'fp.npy').astype(np.float32)
+    assert bf.shape == fp.shape == (32, 101, 101)
+    assert 0 < np.abs(bf - fp).mean() < 0.02
+
+
 def test_cycles_split_the_time_budget(data, tmp_path):
     """--cycles 2 with --schedule_by time: each half of the budget restarts the cosine and keeps its own best."""
     exp = tmp_path / 'cycles'

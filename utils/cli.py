@@ -36,13 +36,18 @@ def device_options():
 
 def predict_options():
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument('--snapshot', required=True, help="snapshot file written by train.py")
-    p.add_argument('--th', type=probability, default=0.5, help="probability threshold in [0, 1] (default 0.5)")
+    p.add_argument('--snapshot', required=True,
+                   help="snapshot file written by train.py, or an experiment directory (its best snapshot)")
+    p.add_argument('--th', type=probability_or_auto, default=0.5,
+                   help="probability threshold in [0, 1] (default 0.5), or auto: the one optimize_threshold.py "
+                        "found for this snapshot")
     p.add_argument('--arch', default=None, help="architecture; only a check: the snapshot knows its own")
     p.add_argument('--val_augs', default=None, help="input transform (default: the snapshot's)")
     p.add_argument('--val_transforms', default=None, help="back-transform to 101x101 (default: the snapshot's)")
     p.add_argument('--batch_size', type=int, default=64)
-    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
+    p.add_argument('--min_size', type=int_or_auto, default=0,
+                   help="drop predicted salt regions smaller than this many pixels, or auto: the size "
+                        "optimize_threshold.py found for this snapshot (0 when none helped)")
     p.add_argument('--out', default=None, help="submission CSV path (default: EXPERIMENT/predictions/<snapshot>.csv)")
     return p
 
@@ -55,6 +60,19 @@ def probability(text):
     if not 0.0 <= v <= 1.0:
         raise argparse.ArgumentTypeError(f"threshold {v} is outside [0, 1]")
     return v
+
+
+def probability_or_auto(text):
+    return 'auto' if text.strip().lower() == 'auto' else probability(text)
+
+
+def int_or_auto(text):
+    if text.strip().lower() == 'auto':
+        return 'auto'
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a pixel count nor auto") from None
 
 
 def repo_on_path():

@@ -36,12 +36,6 @@ def run(cmd):
     return done.stdout
 
 
-def best_snapshot(exp):
-    """The snapshot with the highest validation score (the later one on a tie)."""
-    snaps = [p for p in (ROOT / exp / 'snapshots').glob('epoch_*') if p.suffix != '.npy']
-    return max(snaps, key=lambda p: (float(p.name.rsplit('iout_', 1)[1]), int(p.name.split('.')[0][len('epoch_'):])))
-
-
 def write_all_empty(submission, out):
     """The same ids with no salt anywhere: the baseline the demo must beat."""
     import pandas as pd
@@ -56,15 +50,17 @@ def main(argv=None):
     run(f"python3 utils/synthetic.py --out {data} --n_train {args.n_train} --n_test {args.n_test} --seed 0 --overwrite")
     run(f"python3 utils/stack_and_save.py --data_dir {data}")
     run(f"python3 utils/make_folds.py --p {data}/train.csv --n 5")
-    run(f"python3 train.py --arch unet_lite --loss BCE --optimizer adam_1e-3 --batch_size 16 "
+    # bf16 autocast where the CPU runs it natively (AMX): about twice the epochs in the same minutes
+    sys.path.insert(0, str(ROOT))
+    from net.engine import cpu_has_native_bf16
+    amp = '--amp bf16 ' if cpu_has_native_bf16() else ''
+    run(f"python3 train.py --arch unet_lite --loss BCE --optimizer adam_1e-3 --batch_size 16 {amp}"
         f"--n_epochs 1000 --max_minutes {args.minutes} --schedule_by time "
         f"--train_augs train_128_v3 --val_augs val_128 --val_transforms crop_from_128 "
         f"--fold 0 --data_dir {data} --pretrained none --experiment_dir {exp} --overwrite")
-    best = best_snapshot(exp)
-    out = run(f"python3 optimize_threshold.py --masks_fn {best.parent}/val_masks_{best.name}.npy")
-    th = out.strip().splitlines()[-1].split()[2].rstrip(':')
+    run(f"python3 optimize_threshold.py --masks_fn {exp}")
     submission = f"{exp}/predictions/demo_submission.csv"
-    run(f"python3 predict_tta.py --snapshot {best} --th {th} --tta null_hflip --out {submission}")
+    run(f"python3 predict_tta.py --snapshot {exp} --th auto --tta null_hflip {amp}--out {submission}")
     empty = f"{exp}/predictions/all_empty.csv"
     write_all_empty(submission, empty)
     baseline = run(f"python3 utils/evaluate.py --submission {empty} --truth {data}/test_truth.csv")

@@ -116,3 +116,38 @@ def find_config(path):
             return json.loads((p / 'train_config.json').read_text()), p
         p = p.parent
     return None, None
+
+
+def snapshot_score(path):
+    """(validation score, epoch) parsed from a snapshot's name: epoch_{e}.loss_{l}.iout_{s}."""
+    name = Path(path).name
+    try:
+        return float(name.rsplit('iout_', 1)[1]), int(name.split('.', 1)[0][len('epoch_'):])
+    except (IndexError, ValueError):
+        return -1.0, -1
+
+
+def best_snapshot_of(exp_dir):
+    """The snapshot with the best validation score (the later on ties) of an experiment directory.
+
+    Looks in EXP/snapshots/ and its cycle_k/ folders; snapshots/swa/ counts too, so a better SWA
+    model is picked. UserError when the directory has no snapshot.
+    """
+    root = Path(exp_dir)
+    snaps = [p for p in (root / 'snapshots').rglob('epoch_*') if p.is_file() and p.suffix != '.npy'
+             and not p.name.startswith('val_masks_')]
+    if not snaps:
+        raise UserError(f"{root} has no snapshots/epoch_* file; pass an experiment directory that train.py has "
+                        f"written to, or a snapshot file")
+    return max(snaps, key=snapshot_score)
+
+
+def resolve_snapshot(path, quiet=False):
+    """A snapshot path as given, or the best snapshot of an experiment directory (printed)."""
+    p = Path(path)
+    if p.is_dir() and (p / 'train_config.json').is_file():
+        best = best_snapshot_of(p)
+        if not quiet:
+            print(f"best snapshot of {p}: {best}")
+        return best
+    return p
