@@ -60,10 +60,9 @@ def main(args=None):
     from utils.metric import threshold_sweep
     from utils.submission import check_probs
 
-    from utils.experiment import resolve_snapshot
+    from utils.experiment import best_json_path, resolve_snapshot, val_masks_path
     if Path(args.masks_fn).is_dir():
-        snap = resolve_snapshot(args.masks_fn)
-        args.masks_fn = snap.parent / f'val_masks_{snap.name}.npy'
+        args.masks_fn = val_masks_path(resolve_snapshot(args.masks_fn))
     probs = load_npy(args.masks_fn, 'validation masks', 'python3 train.py ... (it writes val_masks_*.npy beside each snapshot)')
     true = true_masks_for(args.masks_fn, args.data_dir)
     check_probs(probs, args.masks_fn)
@@ -93,7 +92,7 @@ def main(args=None):
             if s > best_size_score:
                 best_size, best_size_score = m, float(s)
     from utils.io import save_json
-    save_json(stem.with_name(stem.name + '.best.json'),
+    save_json(best_json_path(args.masks_fn),
               {'threshold': round(float(ths[b]), 6), 'score': float(scores[b]), 'min_size': best_size,
                'score_with_min_size': best_size_score, 'masks': str(args.masks_fn)})
     print(f"best threshold {ths[b]:.2f}: score {scores[b]:.4f} (at 0.50: {np.interp(0.5, ths, scores):.4f})"

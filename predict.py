@@ -45,11 +45,13 @@ def searched_options(snapshot, th, min_size):
     if 'auto' not in (th, min_size):
         return th, min_size
     import json
-    snapshot = Path(snapshot)
-    found = snapshot.parent / f'val_masks_{snapshot.name}.best.json'
+
+    from utils.experiment import best_json_path, val_masks_path
+    masks_fn = val_masks_path(snapshot)
+    found = best_json_path(masks_fn)
     if not found.is_file():
         raise UserError(f"--th/--min_size auto need {found}; make it with: python3 optimize_threshold.py "
-                        f"--masks_fn {snapshot.parent / f'val_masks_{snapshot.name}.npy'}")
+                        f"--masks_fn {masks_fn}")
     try:
         best = json.loads(found.read_text())
         th = float(best['threshold']) if th == 'auto' else th

@@ -70,7 +70,8 @@ def snapshots(d):
 
 
 def best_snapshot(d):
-    return max(snapshots(d), key=lambda p: (float(p.name.rsplit('iout_', 1)[1]), int(p.name.split('.')[0][len('epoch_'):])))
+    from utils.experiment import snapshot_score
+    return max(snapshots(d), key=snapshot_score)
 
 
 def train(cmd, threads, log):
@@ -121,17 +122,18 @@ def validation_scores(snaps, data_dir):
     import numpy as np
     import torch
 
-    from net.engine import predict_probs, setup_runtime
+    from net.engine import float_input, predict_probs, setup_runtime
     from net.inference import model_from_snapshot, transforms_for
     from net.tta import TTAS
     from optimize_threshold import true_masks_for
     from utils.data import fold_indices, load_train_arrays
+    from utils.experiment import val_masks_path
     from utils.metric import score, threshold_sweep
     from utils.submission import binarize
 
     first = snaps[0]
-    true = true_masks_for(first.parent / f'val_masks_{first.name}.npy', data_dir)
-    probs = np.mean([np.load(s.parent / f'val_masks_{s.name}.npy').astype(np.float32) for s in snaps], axis=0)
+    true = true_masks_for(val_masks_path(first), data_dir)
+    probs = np.mean([np.load(val_masks_path(s)).astype(np.float32) for s in snaps], axis=0)
     ths = np.linspace(0, 1, 101)
     sweep = threshold_sweep(probs, true, ths)
     b = int(np.argmax(sweep))
@@ -147,7 +149,6 @@ def validation_scores(snaps, data_dir):
         if 'salt' in getattr(model, 'output_keys', ()):
             with torch.no_grad():
                 x = torch.from_numpy(images[va]).float()[:, None] / 255.0
-                from net.engine import float_input
                 logits = torch.cat([model(float_input(val_aug(x[a:a + 64]), rt))['salt'] for a in range(0, len(x), 64)])
             salt = torch.sigmoid(logits).numpy()
     tta_sweep = threshold_sweep(tta, true, ths)

@@ -73,9 +73,8 @@ class Experiment:
     def save_snapshot(self, model_state, config, epoch, cycle, metrics, val_probs):
         """Write a snapshot and its validation masks; returns the snapshot's path."""
         name = f"epoch_{epoch}.loss_{metrics['val_loss']:.4f}.iout_{metrics['val_score']:.3f}"
-        d = self.snapshot_dir(cycle, config['cycles'])
-        path = d / name
-        save_npy(d / f'val_masks_{name}.npy', val_probs.astype('float16'))
+        path = self.snapshot_dir(cycle, config['cycles']) / name
+        save_npy(val_masks_path(path), val_probs.astype('float16'))
         save_torch(path, {
             'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
             'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
@@ -118,6 +117,18 @@ def find_config(path):
     return None, None
 
 
+def val_masks_path(snapshot):
+    """The fold's validation probabilities saved beside a snapshot: val_masks_<snapshot name>.npy."""
+    snapshot = Path(snapshot)
+    return snapshot.parent / f'val_masks_{snapshot.name}.npy'
+
+
+def best_json_path(masks_fn):
+    """Where optimize_threshold.py keeps the best threshold and min_size of a masks file: <stem>.best.json."""
+    masks_fn = Path(masks_fn)
+    return masks_fn.with_name(masks_fn.with_suffix('').name + '.best.json')
+
+
 def snapshot_score(path):
     """(validation score, epoch) parsed from a snapshot's name: epoch_{e}.loss_{l}.iout_{s}."""
     name = Path(path).name
@@ -134,20 +145,18 @@ def best_snapshot_of(exp_dir):
     model is picked. UserError when the directory has no snapshot.
     """
     root = Path(exp_dir)
-    snaps = [p for p in (root / 'snapshots').rglob('epoch_*') if p.is_file() and p.suffix != '.npy'
-             and not p.name.startswith('val_masks_')]
+    snaps = [p for p in (root / 'snapshots').rglob('epoch_*') if p.is_file()]
     if not snaps:
         raise UserError(f"{root} has no snapshots/epoch_* file; pass an experiment directory that train.py has "
                         f"written to, or a snapshot file")
     return max(snaps, key=snapshot_score)
 
 
-def resolve_snapshot(path, quiet=False):
+def resolve_snapshot(path):
     """A snapshot path as given, or the best snapshot of an experiment directory (printed)."""
     p = Path(path)
     if p.is_dir() and (p / 'train_config.json').is_file():
         best = best_snapshot_of(p)
-        if not quiet:
-            print(f"best snapshot of {p}: {best}")
+        print(f"best snapshot of {p}: {best}")
         return best
     return p
