@@ -4,12 +4,14 @@ Nothing here parses arguments or knows file names: the scripts pass in the model
 and a `Runtime` (device, precision, distributed rank), so train.py and train_border.py differ
 only in the targets and loss they hand to `fit`.
 """
+import atexit
 import math
 import os
 import queue
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -194,35 +196,43 @@ class Prefetcher:
     """
 
     _END = object()
+    _live = weakref.WeakSet()
 
     def __init__(self, loader, depth=2):
         self.loader = loader
         self._queue = queue.Queue(depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name='batch-prefetch', daemon=True)
+        # The thread holds the queue and the event, not `self`: a prefetcher dropped by its consumer
+        # is collected, and its __del__ stops the thread.
+        self._thread = threading.Thread(target=self._fill, args=(loader, self._queue, self._stop),
+                                        name='batch-prefetch', daemon=True)
         self._thread.start()
+        Prefetcher._live.add(self)
 
     def __len__(self):
         return len(self.loader)
 
-    def _put(self, item):
-        while not self._stop.is_set():
+    @staticmethod
+    def _put(q, stop, item):
+        while not stop.is_set():
             try:
-                self._queue.put(item, timeout=0.05)
+                q.put(item, timeout=0.05)
                 return True
             except queue.Full:
                 pass
         return False
 
-    def _fill(self):
+    @staticmethod
+    def _fill(loader, q, stop):
+        put = Prefetcher._put
         try:
-            for item in self.loader:
-                if not self._put(item):
+            for item in loader:
+                if not put(q, stop, item):
                     return
         except BaseException as e:  # handed to the consumer, which raises it
-            self._put(e)
+            put(q, stop, e)
             return
-        self._put(self._END)
+        put(q, stop, Prefetcher._END)
 
     def __iter__(self):
         while True:
@@ -237,6 +247,18 @@ class Prefetcher:
         self._stop.set()
         self._thread.join()
 
+    def __del__(self):
+        self._stop.set()
+
+    @classmethod
+    def close_all(cls):
+        """Stops every live prefetch thread (at exit: a thread still in torch code then aborts Python)."""
+        for p in list(cls._live):
+            p.close()
+
+
+atexit.register(Prefetcher.close_all)
+
 
 def batches(dataset, batch_size, rt, seed, epoch):
     """A DataLoader over `dataset` whose order and augmentation draws depend only on (seed, epoch).
@@ -249,9 +271,13 @@ def batches(dataset, batch_size, rt, seed, epoch):
         sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank,
                                                       shuffle=True, seed=seed, drop_last=True)
         sampler.set_epoch(epoch)
-    if rt.workers == 0:
+    if rt.workers == 0 and getattr(dataset, 'aug', None) is not None:
+        # Each loader draws from its own seeded copy of the augmentations: a prefetch thread of an
+        # earlier loader that is still running must not draw from (and shift) this one's generator.
+        import copy
         from net.augmentations import reseed
-        reseed(dataset.aug, (seed * 100003 + epoch * 7919 + rt.rank) % 2 ** 32)
+        dataset = copy.copy(dataset)
+        dataset.aug = reseed(copy.deepcopy(dataset.aug), (seed * 100003 + epoch * 7919 + rt.rank) % 2 ** 32)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
         num_workers=rt.workers, pin_memory=rt.device.type == 'cuda', drop_last=True,

@@ -60,3 +60,30 @@ def test_close_stops_a_producer_that_is_ahead():
     assert not p._thread.is_alive()
     assert len(made) <= 3 + 2 + 1  # never more than `depth` (+ one in hand) ahead
     assert not [t for t in threading.enumerate() if t.name == 'batch-prefetch' and t.is_alive()]
+
+
+def test_an_abandoned_loader_does_not_shift_the_next_ones_draws():
+    # A consumer that stops after one batch leaves a prefetch thread that is still augmenting; the
+    # next loader with the same (seed, epoch) must still draw exactly the same augmentations.
+    rt = setup_runtime('cpu')
+    ds = _dataset(16)
+    first = [next(iter(batches(ds, 4, rt, seed=5, epoch=2))) for _ in range(30)]
+    for images, targets in first[1:]:
+        assert torch.equal(images, first[0][0]) and torch.equal(targets, first[0][1])
+
+
+def test_a_dropped_prefetcher_stops_its_thread():
+    import gc
+    import time
+
+    def endless():
+        while True:
+            yield np.zeros(3)
+    it = iter(Prefetcher(endless(), depth=2))
+    next(it)
+    del it
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(t.name == 'batch-prefetch' and t.is_alive() for t in threading.enumerate()):
+        time.sleep(0.02)
+    assert not [t for t in threading.enumerate() if t.name == 'batch-prefetch' and t.is_alive()]
