@@ -79,7 +79,7 @@ def main(argv=None):
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    real = Path(args.data_dir)
+    real = Path(args.data_dir).resolve()  # symlinks under --work point here
     info = machine_info()
     info['matmul_peak_gflops_at_start'] = matmul_gflops(2048, reps=5)
     info['quick'] = args.quick

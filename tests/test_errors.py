@@ -179,6 +179,14 @@ def env(tmp_path_factory):
     e['no_train_csv'] = copy_data(data, tmp / 'no_train_csv', ['train.csv'])
     e['no_sub_csv'] = copy_data(data, tmp / 'no_sub_csv', ['sample_submission.csv'])
     e['no_folds'] = copy_data(data, tmp / 'no_folds', ['train_with_folds.csv'])
+    folds_text = (data / 'train_with_folds.csv').read_text().splitlines()
+    e['folds_not_int'] = copy_data(data, tmp / 'folds_not_int')
+    (e['folds_not_int'] / 'train_with_folds.csv').write_text('\n'.join(
+        folds_text[:3] + [folds_text[3].rsplit(',', 1)[0] + ',two'] + folds_text[4:]) + '\n')
+    e['folds_ragged'] = copy_data(data, tmp / 'folds_ragged')
+    (e['folds_ragged'] / 'train_with_folds.csv').write_text('\n'.join(folds_text[:5] + [folds_text[5] + ',9'] + folds_text[6:]) + '\n')
+    e['folds_empty'] = copy_data(data, tmp / 'folds_empty')
+    (e['folds_empty'] / 'train_with_folds.csv').write_text('')
     e['unstacked'] = raw
     e['stale_arrays'] = copy_data(data, tmp / 'stale_arrays')
     for name in ('train_images.npy', 'train_masks.npy'):
@@ -253,6 +261,15 @@ def cases(e):
                                      [e['no_train_csv'], tmp / 'new']),
         'train: folds missing': ([*train, e['no_folds'], *new_exp('d')],
                                  ['folds file not found', 'utils/make_folds.py'], [e['no_folds'], tmp / 'new']),
+        'train: fold not a number': ([*train, e['folds_not_int'], *new_exp('n1')],
+                                     ["has a fold that is not a whole number ('two')", 'utils/make_folds.py'],
+                                     [e['folds_not_int'], tmp / 'new']),
+        'train: folds row with an extra field': ([*train, e['folds_ragged'], *new_exp('n2')],
+                                                 ['is not a readable CSV', 'line 6 has', 'utils/make_folds.py'],
+                                                 [e['folds_ragged'], tmp / 'new']),
+        'train: folds file empty': ([*train, e['folds_empty'], *new_exp('n3')],
+                                    ['is not a readable CSV (no header line)', 'utils/make_folds.py'],
+                                    [e['folds_empty'], tmp / 'new']),
         'train: arrays stacked from another train.csv': ([*train, e['stale_arrays'], *new_exp('k')],
                                                          ['train_images.npy has 20 images but train.csv lists 32',
                                                           'stack_and_save.py'], [e['stale_arrays'], tmp / 'new']),

@@ -1,8 +1,8 @@
 """Reading the competition's files and the stacked arrays, and the training dataset."""
+import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from utils.errors import UserError
 from utils.io import load_npy
@@ -11,7 +11,8 @@ SIZE = 101
 
 
 def read_csv(path, what, columns, fix):
-    """Read a CSV that must have `columns`; errors say which file and how to get it."""
+    """Read a CSV that must have `columns` into a DataFrame; errors say which file and how to get it."""
+    import pandas as pd
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; {fix}")
@@ -25,6 +26,40 @@ def read_csv(path, what, columns, fix):
     return frame
 
 
+def read_columns(path, what, columns, fix):
+    """The `columns` of a CSV as lists of strings, read with the csv module.
+
+    For the training path, which needs only ids and folds: importing pandas would cost more start-up
+    time than the whole read. Same errors as :func:`read_csv`, and a row with the wrong number of
+    fields is an error too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}; {fix}")
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise UserError(f"{path} is not a readable CSV (no header line); {fix}")
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise UserError(f"{path} has no column(s) {', '.join(missing)}; {fix}")
+            where = [header.index(c) for c in columns]
+            out = {c: [] for c in columns}
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise UserError(f"{path} is not a readable CSV (line {reader.line_num} has {len(row)} fields, "
+                                    f"the header {len(header)}); {fix}")
+                for c, k in zip(columns, where):
+                    out[c].append(row[k])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is not a readable CSV ({str(e).splitlines()[0][:100]}); {fix}") from None
+    return out
+
+
 def data_dir_checked(data_dir):
     d = Path(data_dir)
     if not d.is_dir():
@@ -35,12 +70,12 @@ def data_dir_checked(data_dir):
 
 def train_ids(data_dir):
     fix = "it comes with the competition data (pass the right --data_dir)"
-    return read_csv(Path(data_dir) / 'train.csv', 'train.csv', ['id'], fix)['id'].tolist()
+    return read_columns(Path(data_dir) / 'train.csv', 'train.csv', ['id'], fix)['id']
 
 
 def test_ids(data_dir):
     fix = "it comes with the competition data (pass the right --data_dir)"
-    return read_csv(Path(data_dir) / 'sample_submission.csv', 'sample_submission.csv', ['id'], fix)['id'].tolist()
+    return read_columns(Path(data_dir) / 'sample_submission.csv', 'sample_submission.csv', ['id'], fix)['id']
 
 
 def stack_hint(data_dir):
@@ -81,17 +116,22 @@ def fold_indices(data_dir, folds_csv, fold):
     """Row indices (into the train.csv order) of the training and validation parts of `fold`."""
     ids = train_ids(data_dir)
     fix = f"make it with: python3 utils/make_folds.py --p {Path(data_dir) / 'train.csv'} --n 5"
-    folds = read_csv(folds_csv, 'folds file', ['id', 'fold'], fix)
+    folds = read_columns(folds_csv, 'folds file', ['id', 'fold'], fix)
     pos = {i: k for k, i in enumerate(ids)}
     unknown = [i for i in folds['id'] if i not in pos]
-    if unknown or len(folds) != len(ids):
+    if unknown or len(folds['id']) != len(ids):
         raise UserError(f"{folds_csv} does not match {Path(data_dir) / 'train.csv'} "
-                        f"({len(folds)} vs {len(ids)} ids); {fix}")
-    have = sorted(set(folds['fold'].astype(int)))
+                        f"({len(folds['id'])} vs {len(ids)} ids); {fix}")
+    try:
+        fold_of = np.array([int(v) for v in folds['fold']], dtype=np.int64)
+    except ValueError:
+        bad = next(v for v in folds['fold'] if not v.strip().lstrip('+-').isdigit())
+        raise UserError(f"{folds_csv} has a fold that is not a whole number ({bad!r}); {fix}") from None
+    have = sorted(set(fold_of.tolist()))
     if fold not in have:
         raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass --fold in that range")
-    order = folds['id'].map(pos).to_numpy()
-    is_val = folds['fold'].astype(int).to_numpy() == fold
+    order = np.array([pos[i] for i in folds['id']], dtype=np.int64)
+    is_val = fold_of == fold
     return np.sort(order[~is_val]), np.sort(order[is_val])
 
 

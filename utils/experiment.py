@@ -6,15 +6,14 @@
     EXP/snapshots[/cycle_k]/val_masks_epoch_{e}.loss_{l:.4f}.iout_{s:.3f}.npy   fold's probabilities
     EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
 """
+import csv
 import json
 import os
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
 from utils.errors import UserError
-from utils.io import SNAPSHOT_FORMAT, save_csv, save_json, save_npy, save_torch
+from utils.io import SNAPSHOT_FORMAT, atomic_path, save_json, save_npy, save_torch
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -83,10 +82,23 @@ class Experiment:
         return path
 
     def write_log(self, rows):
-        save_csv(self.log_path, pd.DataFrame(rows, columns=LOG_COLUMNS))
+        # The csv module, not pandas: the training path then never imports pandas (start-up time).
+        with atomic_path(self.log_path) as tmp, open(tmp, 'w', newline='') as f:
+            out = csv.writer(f, lineterminator='\n')
+            out.writerow(LOG_COLUMNS)
+            out.writerows([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows)
 
     def save_checkpoint(self, state):
         save_torch(self.checkpoint_path, state)
+
+
+def _cell(v):
+    """A log value as text: numbers as Python writes them (floats round-trip exactly), None empty."""
+    if v is None:
+        return ''
+    if hasattr(v, 'item'):  # numpy / torch scalars
+        v = v.item()
+    return repr(float(v)) if isinstance(v, float) else str(v)
 
 
 def remove_stale_temporaries(root):
