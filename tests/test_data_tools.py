@@ -76,3 +76,30 @@ def test_evaluate_matches_metric(tmp_path):
     pd.DataFrame({'id': ids[:5], 'rle_mask': [''] * 5}).to_csv(tmp_path / 'short.csv', index=False)
     r = run(['utils/evaluate.py', '--submission', str(tmp_path / 'short.csv'), '--truth', str(tmp_path / 't.csv')])
     assert r.returncode == 2 and 'no row for 15 ids' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_fold_avg_across_chunks_with_min_size_and_saved_mean(tmp_path):
+    """predict_fold_avg.py over more masks than one chunk (2048): the CSV holds the rle of the float32
+    mean above --th with small regions dropped, byte-exact, and --save_probs keeps that mean."""
+    from utils.rle import rle_encode
+    from utils.submission import remove_small
+    n = 2100
+    rng = np.random.default_rng(7)
+    ids = [f'id{k:05d}' for k in range(n)]
+    (tmp_path / 'sample_submission.csv').write_text('id,rle_mask\n' + ''.join(f'{i},1 1\n' for i in ids))
+    coarse = rng.random((3, n, 1, 11, 11)).astype(np.float32)
+    files = []
+    for k in range(3):
+        smooth = np.stack([cv2.resize(c[0], (101, 101), interpolation=cv2.INTER_LINEAR) for c in coarse[k]])
+        files.append(tmp_path / f'f{k}.npy')
+        np.save(files[-1], smooth.astype(np.float16))
+    out = tmp_path / 'avg.csv'
+    r = run(['predict_fold_avg.py', *map(str, files), '--data_dir', str(tmp_path), '--th', '0.55',
+             '--min_size', '30', '--out', str(out), '--save_probs'])
+    assert r.returncode == 0, r.stderr
+    mean = sum(np.load(f).astype(np.float32) for f in files) / 3
+    want = 'id,rle_mask\n' + ''.join(f'{i},{rle_encode(remove_small(m > 0.55, 30))}\n' for i, m in zip(ids, mean))
+    assert out.read_text() == want
+    assert any(rle_encode(m > 0.55) != rle_encode(remove_small(m > 0.55, 30)) for m in mean[:200])  # min_size mattered
+    saved = np.load(out.with_suffix('.npy'))
+    assert saved.dtype == np.float16 and np.array_equal(saved, mean.astype(np.float16))
