@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import ResNet34_Weights, resnet34
 
 from .common import SegNet
 from .pretrained import init_encoder_weights
@@ -21,6 +20,9 @@ class ResNet34Encoder(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # torchvision is imported here, not at the top: importing it (it pulls in torch._dynamo)
+        # costs about a second, which every command would pay even for the archs that need none of it.
+        from torchvision.models import resnet34
         net = resnet34(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -35,6 +37,7 @@ class ResNet34Encoder(nn.Module):
 
 
 def _encoder(pretrained, arch):
+    from torchvision.models import ResNet34_Weights
     enc = ResNet34Encoder()
     init_encoder_weights(enc, pretrained, arch, imagenet=ResNet34_Weights.IMAGENET1K_V1)
     return enc
