@@ -122,11 +122,12 @@ def fold_indices(data_dir, folds_csv, fold):
     if unknown or len(folds['id']) != len(ids):
         raise UserError(f"{folds_csv} does not match {Path(data_dir) / 'train.csv'} "
                         f"({len(folds['id'])} vs {len(ids)} ids); {fix}")
-    try:
-        fold_of = np.array([int(v) for v in folds['fold']], dtype=np.int64)
-    except ValueError:
-        bad = next(v for v in folds['fold'] if not v.strip().lstrip('+-').isdigit())
-        raise UserError(f"{folds_csv} has a fold that is not a whole number ({bad!r}); {fix}") from None
+    fold_of = np.empty(len(ids), dtype=np.int64)
+    for k, v in enumerate(folds['fold']):
+        try:
+            fold_of[k] = int(v)
+        except ValueError:
+            raise UserError(f"{folds_csv} has a fold that is not a whole number ({v!r}); {fix}") from None
     have = sorted(set(fold_of.tolist()))
     if fold not in have:
         raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass --fold in that range")

@@ -6,14 +6,13 @@
     EXP/snapshots[/cycle_k]/val_masks_epoch_{e}.loss_{l:.4f}.iout_{s:.3f}.npy   fold's probabilities
     EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
 """
-import csv
 import json
 import os
 import shutil
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import SNAPSHOT_FORMAT, atomic_path, save_json, save_npy, save_torch
+from utils.io import SNAPSHOT_FORMAT, save_json, save_npy, save_rows, save_torch
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -82,11 +81,7 @@ class Experiment:
         return path
 
     def write_log(self, rows):
-        # The csv module, not pandas: the training path then never imports pandas (start-up time).
-        with atomic_path(self.log_path) as tmp, open(tmp, 'w', newline='') as f:
-            out = csv.writer(f, lineterminator='\n')
-            out.writerow(LOG_COLUMNS)
-            out.writerows([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows)
+        save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
 
     def save_checkpoint(self, state):
         save_torch(self.checkpoint_path, state)

@@ -41,6 +41,19 @@ def save_csv(path, frame):
         frame.to_csv(tmp, index=False)
 
 
+def save_rows(path, header, rows):
+    """Write a CSV from a header and rows of cells with the csv module (atomically).
+
+    The same bytes as pandas' to_csv for text and ints (minimal quoting, '\n' line ends),
+    without importing pandas: the training and predict paths use this.
+    """
+    import csv
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+        out = csv.writer(f, lineterminator='\n')
+        out.writerow(header)
+        out.writerows(rows)
+
+
 def save_json(path, obj):
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
