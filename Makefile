@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Every CUDA path on the real data, one table (about 5 minutes on one H100). Runs with the Python
+# that has your CUDA build of torch (not .venv's CPU wheel): make gpu-check GPU_PY=/path/to/python
+GPU_PY ?= python3
+SALT_REAL_DATA ?= ../shared/tgs
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py --data_dir $(SALT_REAL_DATA) --device cuda
 
 clean:
 	rm -rf demo_data experiments/demo

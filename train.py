@@ -35,6 +35,8 @@ def parse_args(argv=None, border=False):
     p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
     p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
     p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
+    p.add_argument('--lr', type=float, default=None,
+                   help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
     p.add_argument('--scheduler', default='step_50_05', choices=sorted(reg['scheduler']))
     p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']))
     p.add_argument('--val_augs', default='val_128_resize', choices=sorted(reg['val_augs']))
@@ -60,11 +62,16 @@ def parse_args(argv=None, border=False):
     p.add_argument('--swa', type=float, default=0, metavar='SHARE',
                    help="stochastic weight averaging over the last SHARE (0-1) of the epochs, or of the time budget "
                         "with --schedule_by time; the averaged model is saved under snapshots/swa/ (0: off)")
+    p.add_argument('--loader', default='auto', choices=['auto', 'device', 'prefetch'],
+                   help="device: the fold stays on the device and batches are augmented there (auto on CUDA); "
+                        "prefetch: albumentations image by image on a background thread (auto on CPU)")
     p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
     g = p.add_mutually_exclusive_group()
     g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
     g.add_argument('--overwrite', action='store_true', help="delete the run in --experiment_dir and start again")
     args = p.parse_args(argv)
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be a positive number; got {args.lr}")
     for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -83,7 +90,7 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init', 'swa']
+            'limit', 'border', 'init', 'swa', 'lr']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
     if args.init:
@@ -116,16 +123,17 @@ def main(args=None, border=False):
     args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
     import torch
 
-    from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_train_aug, build_val_aug
-    from net.engine import fit, setup_runtime
+    from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_val_aug
+    from net.engine import fit
+    from net.loader import TrainBatches
     from net.losses import build_loss
     from net.models import build_model
     from net.optim import build_optimizer
-    from utils.data import TrainDataset
+    from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
     from utils.experiment import Experiment
 
     exp = Experiment(args.experiment_dir)
-    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads, args.loader)
     resume = None
     if args.resume:
         exp.check(resume=True, overwrite=False)
@@ -168,13 +176,14 @@ def main(args=None, border=False):
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config['optimizer'], model.parameters())
+    optimizer = build_optimizer(config['optimizer'], model.parameters(), lr=config.get('lr'), fused=rt.cuda)
     if rt.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
     if args.compile:
-        model = torch.compile(model)
-    train_set = TrainDataset(tr_images, tr_masks, build_train_aug(config['train_augs']), with_border=config['border'])
+        model = torch.compile(model, mode=None if args.compile == 'default' else args.compile)
+    with out_of_memory_is_user_error(config['batch_size']):
+        train_set = TrainBatches(tr_images, tr_masks, config['train_augs'], rt, with_border=config['border'])
     val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
     if rt.is_main:
         # Only now, with every input checked, may --overwrite delete the earlier run.
@@ -184,9 +193,12 @@ def main(args=None, border=False):
               f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
               f"{f', {rt.world_size} processes' if rt.distributed else ''}")
     plots = make_plotter(exp, va_images, va_targets[:, 0]) if rt.is_main else None
-    summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
-                  resume=resume, on_epoch_end=plots)
+    with out_of_memory_is_user_error(config['batch_size']):
+        summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
+                      resume=resume, on_epoch_end=plots)
+    summary['peak_gpu_memory_gb'] = peak_memory_gb(rt.device)
     if rt.is_main:
+        exp.write_summary(summary)
         report(summary, exp)
     if rt.distributed:
         torch.distributed.destroy_process_group()
@@ -224,6 +236,8 @@ def report(summary, exp):
     if best:
         lines.append(f"best epoch {best['epoch']}: val score {best['val_score']:.4f}, val IoU {best['val_iou']:.4f}, "
                      f"val loss {best['val_loss']:.4f}")
+    if summary.get('peak_gpu_memory_gb') is not None:
+        lines.append(f"peak GPU memory: {summary['peak_gpu_memory_gb']:.2f} GB")
     swa = summary.get('swa')
     if swa:
         lines.append(f"SWA of {swa['averaged']} epochs: val score {swa['val_score']:.4f}, val IoU {swa['val_iou']:.4f}; "

@@ -27,9 +27,12 @@ def device_options():
                         "where bf16 is opt-in (about 2.2x faster training on CPUs with AMX, e.g. Xeon Sapphire Rapids)")
     g.add_argument('--channels_last', default='auto', choices=['auto', 'on', 'off'],
                    help="NHWC memory layout (auto = on: faster on CUDA and on CPU alike)")
-    g.add_argument('--compile', action='store_true', help="torch.compile the model (CUDA; slow first epoch)")
+    g.add_argument('--compile', nargs='?', const='default', default=None,
+                   choices=['default', 'reduce-overhead', 'max-autotune'],
+                   help="torch.compile the model, with this mode (reduce-overhead: CUDA graphs, fewer launches); "
+                        "the first epoch pays for the compilation")
     g.add_argument('--workers', type=int, default=-1,
-                   help="data loader worker processes (-1: 0 on CPU, where they would steal compute, 4 on CUDA)")
+                   help="data loader worker processes for --loader prefetch (-1: none; batches are prepared on a thread)")
     g.add_argument('--threads', type=int, default=0, help="CPU threads for torch (0: all cores)")
     return p
 

@@ -5,6 +5,7 @@
     EXP/snapshots[/cycle_k]/epoch_{e}.loss_{l:.4f}.iout_{s:.3f}          model + how it was made
     EXP/snapshots[/cycle_k]/val_masks_epoch_{e}.loss_{l:.4f}.iout_{s:.3f}.npy   fold's probabilities
     EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
+    EXP/summary.json                          written when the run ends: best epoch, minutes, peak memory
 """
 import json
 import os
@@ -24,9 +25,11 @@ class Experiment:
         self.log_path = self.root / 'logs' / 'log.csv'
         self.checkpoint_path = self.root / 'checkpoint.pth'
         self.snapshot_root = self.root / 'snapshots'
+        self.summary_path = self.root / 'summary.json'
 
     def has_run(self):
-        return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root))
+        return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root,
+                                        self.summary_path))
 
     def check(self, resume, overwrite):
         """Refuse --resume/--overwrite choices that do not fit the directory; writes nothing."""
@@ -51,8 +54,10 @@ class Experiment:
         if overwrite:
             for p in (self.snapshot_root, self.root / 'logs'):
                 shutil.rmtree(p, ignore_errors=True)
-            for p in (self.config_path, self.checkpoint_path):
+            for p in (self.config_path, self.checkpoint_path, self.summary_path):
                 p.unlink(missing_ok=True)
+        if resume:
+            self.summary_path.unlink(missing_ok=True)  # a resumed run is not finished until it ends again
         if self.root.is_dir():
             remove_stale_temporaries(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,13 @@ class Experiment:
 
     def write_log(self, rows):
         save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
+
+    def write_summary(self, summary):
+        """Mark the run finished: what train.py reports at its end, as JSON."""
+        save_json(self.summary_path, {**summary, 'finished': True})
+
+    def is_finished(self):
+        return self.summary_path.is_file()
 
     def save_checkpoint(self, state):
         save_torch(self.checkpoint_path, state)
