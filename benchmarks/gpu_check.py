@@ -326,7 +326,8 @@ def main(argv=None):
     if limit:
         common += ['--limit', str(limit)]
     exps = c.work / 'exp'
-    shutil.rmtree(exps, ignore_errors=True)
+    if c.only is None or any(n.startswith('train') or n in ('torchrun', 'cycles') for n in c.only):
+        shutil.rmtree(exps, ignore_errors=True)  # a fresh run (--only with prediction rows reuses the last one's)
     info = {'device': torch.cuda.get_device_name(dev) if c.cuda else 'cpu', 'torch': torch.__version__,
             'date': time.strftime('%Y-%m-%d %H:%M'), 'quick': quick, 'n_train': n_train, 'n_val': n_val}
     c.log(f"gpu_check: {info}")
