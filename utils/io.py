@@ -148,8 +148,8 @@ def load_snapshot(path):
     path = Path(path)
     if path.is_dir() or not path.exists():
         raise UserError(f"snapshot not found: {path}; pass a file from EXPERIMENT/snapshots/ (epoch_*.loss_*.iout_*)")
-    obj = load_torch(path, 'snapshot', "pass a snapshot written by train.py (EXPERIMENT/snapshots/epoch_*), "
-                                       "and only from a source you trust")
+    obj = load_torch(path, 'snapshot', "pass another snapshot, one written by train.py (EXPERIMENT/snapshots/epoch_*) "
+                                       "and from a source you trust; a damaged one can be moved out of snapshots/")
     if not isinstance(obj, dict) or obj.get('format') != SNAPSHOT_FORMAT or 'model' not in obj or 'arch' not in obj:
         raise UserError(f"{path} is not a snapshot made by train.py (no arch/model record); pass a file from EXPERIMENT/snapshots/")
     return obj
