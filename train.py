@@ -114,6 +114,15 @@ def load_fold(config):
 
 def main(args=None, border=False):
     args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
+    from utils.experiment import Experiment
+    exp = Experiment(args.experiment_dir)
+    try:
+        return _train(args, exp)
+    finally:
+        exp.release()  # the directory's lock, which exp.prepare() took: at the end, after errors too
+
+
+def _train(args, exp):
     import torch
 
     from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_train_aug, build_val_aug
@@ -122,9 +131,7 @@ def main(args=None, border=False):
     from net.models import build_model
     from net.optim import build_optimizer
     from utils.data import TrainDataset
-    from utils.experiment import Experiment
 
-    exp = Experiment(args.experiment_dir)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     resume = None
     if args.resume:

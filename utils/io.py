@@ -5,9 +5,12 @@ so an interrupted run leaves the earlier file intact. Arrays are read without pi
 snapshots with ``weights_only=True``, so a file cannot run code when it is loaded.
 """
 import contextlib
+import functools
 import json
 import os
 import pickle
+import re
+import socket
 import warnings
 from pathlib import Path
 
@@ -16,12 +19,27 @@ import numpy as np
 from utils.errors import UserError
 
 
+@functools.lru_cache(maxsize=None)
+def host():
+    """This machine's name, as it goes into temporary-file names and experiment locks."""
+    return socket.gethostname() or 'localhost'
+
+
+def temp_name(path, pid=None):
+    """.NAME.tmpPID@HOST beside `path`: whose it is, so that only its own machine ever cleans it up."""
+    path = Path(path)
+    return path.with_name(f'.{path.name}.tmp{os.getpid() if pid is None else pid}@{host()}')
+
+
+TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.tmp(?P<pid>\d+)@(?P<host>[^@/]+)$')
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = temp_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
