@@ -29,7 +29,7 @@ def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
     from utils.data import test_ids
     from utils.io import load_npy, save_npy
-    from utils.submission import check_probs, out_of_range, rle_column, write_rles
+    from utils.submission import OUT_ADVICE, check_probs, out_of_range, rle_column, write_rles
 
     out = Path(args.out)
     if out.suffix != '.csv':
@@ -66,9 +66,10 @@ def main(args=None):
         rles.extend(rle_column(s, args.th, args.min_size))
         if mean16 is not None:
             mean16[a:a + len(s)] = s
-    if mean16 is not None:
-        save_npy(out.with_suffix('.npy'), mean16)
-    share = write_rles(out, ids, rles)
+    with OUT_ADVICE():
+        if mean16 is not None:
+            save_npy(out.with_suffix('.npy'), mean16)
+        share = write_rles(out, ids, rles)
     print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
     return out
 

@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import SNAPSHOT_FORMAT, TEMP_NAME, host, save_json, save_npy, save_rows, save_torch, temp_name
+from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch,
+                      temp_name, write_error)
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -62,8 +63,9 @@ class Experiment:
         loses its files to another. release() gives the lock back (train.py: at exit, errors too).
         """
         seen = self._resumed_from
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.lock.acquire()
+        with self.writing():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
         try:
             self.check(resume, overwrite)
             if resume and seen is not None and self._resumed_from != seen:
@@ -83,11 +85,33 @@ class Experiment:
         """Give back the lock that prepare() took (nothing when it holds none)."""
         self.lock.release()
 
+    @contextlib.contextmanager
+    def writing(self):
+        """Within: a failed write (full disk, read-only folder) is one line with advice for a training run:
+        what it wrote before is intact, and --resume goes on from its last checkpoint."""
+        try:
+            yield
+        except WriteError as e:
+            raise self._advise(e) from None
+        except OSError as e:  # the folder and the lock: plain OSErrors
+            w = write_error(e, e.filename or self.root)
+            if w is None:
+                raise
+            raise self._advise(w) from None
+
+    def _advise(self, e):
+        again = ("continue with --resume (the last checkpoint and snapshots are intact)" if self.checkpoint_path.is_file()
+                 else "start it again" + (" with --overwrite" if self.has_run() else ""))
+        return e.advise(space=f"free space there (e.g. snapshots of runs you no longer need) and {again}, or train in "
+                              f"another --experiment_dir",
+                        access=f"make {self.root} writable and {again}, or train in another --experiment_dir")
+
     def load_config(self):
         return json.loads(self.config_path.read_text())
 
     def write_config(self, config):
-        save_json(self.config_path, config)
+        with self.writing():
+            save_json(self.config_path, config)
 
     def snapshot_dir(self, cycle, cycles):
         if cycle == 'swa':
@@ -98,19 +122,29 @@ class Experiment:
         """Write a snapshot and its validation masks; returns the snapshot's path."""
         name = f"epoch_{epoch}.loss_{metrics['val_loss']:.4f}.iout_{metrics['val_score']:.3f}"
         path = self.snapshot_dir(cycle, config['cycles']) / name
-        save_npy(val_masks_path(path), val_probs.astype('float16'))
-        save_torch(path, {
-            'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
-            'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
-            'val_augs': config['val_augs'], 'val_transforms': config['val_transforms'],
-        })
+        masks = val_masks_path(path)
+        had_masks = masks.exists()
+        with self.writing():
+            save_npy(masks, val_probs.astype('float16'))
+            try:
+                save_torch(path, {
+                    'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
+                    'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
+                    'val_augs': config['val_augs'], 'val_transforms': config['val_transforms'],
+                })
+            except BaseException:
+                if not had_masks:  # masks without their snapshot would only take space on a full disk
+                    masks.unlink(missing_ok=True)
+                raise
         return path
 
     def write_log(self, rows):
-        save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
+        with self.writing():
+            save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
 
     def save_checkpoint(self, state):
-        save_torch(self.checkpoint_path, state)
+        with self.writing():
+            save_torch(self.checkpoint_path, state)
 
 
 def _cell(v):
@@ -253,8 +287,12 @@ class RunLock:
     def _create(self, record):
         """Make the lock file whole from `record`; False when a lock file exists already."""
         tmp = temp_name(self.path)
-        with open(tmp, 'w') as f:
-            f.write(json.dumps(record) + '\n')
+        try:
+            with open(tmp, 'w') as f:
+                f.write(json.dumps(record) + '\n')
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(e, self.path) or e from None
         try:
             try:
                 os.link(tmp, self.path)

@@ -1,9 +1,16 @@
 """Turning probability masks into the competition's submission CSV."""
+import functools
+
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import save_rows
+from utils.io import advice, save_rows
 from utils.rle import rle_encode
+
+# What to do when a submission or its probabilities cannot be written (utils.io.WriteError).
+OUT_ADVICE = functools.partial(advice, space="free space there (the file there before is intact), or pass --out "
+                                             "in another folder",
+                               access="pass --out in a folder you can write to (the file there before is intact)")
 
 
 def check_probs(probs, path, n_expected=None, expected_from='sample_submission.csv', scan=True):
