@@ -87,14 +87,15 @@ def predict_one(path, args, rt, images, tta, snap=None):
 def finish(out, ids, probs, th, extra=None, min_size=0):
     """Save raw probabilities beside the CSV and write the submission; print where they are."""
     from utils.io import save_npy
-    from utils.submission import write_submission
+    from utils.submission import OUT_ADVICE, write_submission
     out = Path(out)
     if out.suffix != '.csv':
         raise UserError(f"--out {out} must end in .csv")
-    save_npy(out.with_suffix('.npy'), probs)
-    for key, arr in (extra or {}).items():
-        save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
-    share = write_submission(out, ids, probs, th, min_size)
+    with OUT_ADVICE():
+        save_npy(out.with_suffix('.npy'), probs)
+        for key, arr in (extra or {}).items():
+            save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
+        share = write_submission(out, ids, probs, th, min_size)
     print(f"raw probabilities: {out.with_suffix('.npy')}")
     print(f"submission: {out} ({len(ids)} images, {share:.1%} with salt at threshold {th})")
     return out

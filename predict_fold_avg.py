@@ -29,7 +29,7 @@ def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
     from utils.data import test_ids
     from utils.io import load_npy, save_npy
-    from utils.submission import check_probs, rle_column, write_rles
+    from utils.submission import OUT_ADVICE, check_probs, out_of_range, rle_column, write_rles
 
     out = Path(args.out)
     if out.suffix != '.csv':
@@ -40,28 +40,36 @@ def main(args=None):
         a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
         check_probs(a, f, len(ids), scan=False)
         arrays.append(a)
-    # One pass over the files, a chunk at a time: sum, check for NaN/inf, average, encode. Only the
-    # rle strings (and, with --save_probs, a float16 mean) outlive a chunk, and nothing is written
-    # before every chunk has passed.
+    # One pass over the files, a chunk at a time: sum, check, average, encode. Only the rle strings
+    # (and, with --save_probs, a float16 mean) outlive a chunk, and nothing is written before every
+    # chunk has passed.
     chunk = 2048
     acc = np.empty((min(chunk, len(ids)), 101, 101), np.float32)
     mean16 = np.empty((len(ids), 101, 101), np.float16) if args.save_probs else None
     rles = []
     for a in range(0, len(ids), chunk):
         s = acc[:min(chunk, len(ids) - a)]
-        np.copyto(s, arrays[0][a:a + chunk])
-        for x in arrays[1:]:
-            np.add(s, x[a:a + chunk], out=s)
-        if not np.isfinite(s).all():  # a NaN/inf in any file makes the float32 sum non-finite
-            bad = next(f for f, x in zip(args.masks, arrays) if not np.isfinite(x[a:a + chunk]).all())
-            raise UserError(f"{bad} contains NaN or infinite values; predict it again")
+        with np.errstate(over='ignore', invalid='ignore'):  # judged below, in one line, not as warnings
+            np.copyto(s, arrays[0][a:a + chunk])
+            for x in arrays[1:]:
+                np.add(s, x[a:a + chunk], out=s)
+            # Probabilities in [0, 1] sum to [0, len(arrays)]; NaN, inf, values beyond float32 (inf by now)
+            # and logits do not. As cheap as a NaN check; only on failure is each file read again, in
+            # float64, to name the one at fault. (Values outside [0, 1] that other files make up for at
+            # the same pixel go unnoticed.)
+            ok = s.min() >= 0 and s.max() <= len(arrays)
+        if not ok:
+            raise next((e for f, x in zip(args.masks, arrays) if (e := out_of_range(x[a:a + chunk], f))),
+                       UserError(f"the sum of {', '.join(args.masks)} is outside [0, {len(arrays)}]; pass raw "
+                                 f"masks saved by predict*.py"))
         np.divide(s, len(arrays), out=s)
         rles.extend(rle_column(s, args.th, args.min_size))
         if mean16 is not None:
             mean16[a:a + len(s)] = s
-    if mean16 is not None:
-        save_npy(out.with_suffix('.npy'), mean16)
-    share = write_rles(out, ids, rles)
+    with OUT_ADVICE():
+        if mean16 is not None:
+            save_npy(out.with_suffix('.npy'), mean16)
+        share = write_rles(out, ids, rles)
     print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
     return out
 

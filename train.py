@@ -121,6 +121,15 @@ def load_fold(config):
 
 def main(args=None, border=False):
     args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
+    from utils.experiment import Experiment
+    exp = Experiment(args.experiment_dir)
+    try:
+        return _train(args, exp)
+    finally:
+        exp.release()  # the directory's lock, which exp.prepare() took: at the end, after errors too
+
+
+def _train(args, exp):
     import torch
 
     from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_val_aug
@@ -130,9 +139,7 @@ def main(args=None, border=False):
     from net.models import build_model
     from net.optim import build_optimizer
     from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
-    from utils.experiment import Experiment
 
-    exp = Experiment(args.experiment_dir)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads, args.loader)
     resume = None
     if args.resume:

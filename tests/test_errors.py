@@ -137,6 +137,7 @@ def fake_experiment(root, data, arch='unet_lite', n_val=None):
     from utils.experiment import Experiment
     exp = Experiment(root)
     exp.prepare(resume=False, overwrite=False)
+    exp.release()
     folds = pd.read_csv(data / 'train_with_folds.csv')
     n_val = int((folds['fold'] == 0).sum()) if n_val is None else n_val
     config = {'arch': arch, 'fold': 0, 'limit': 0, 'cycles': 1, 'data_dir': str(data),

@@ -60,6 +60,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     assert victim.returncode == -signal.SIGKILL
     done_before = logged_epochs(killed)
     assert 1 <= len(done_before) < 4, done_before
+    assert (killed / '.lock').exists()  # the kill left its lock behind: --resume must see that it is stale
     # What the killed run had finished is intact and loadable.
     for snap in snapshot_files(killed):
         load_snapshot(snap)
@@ -81,23 +82,28 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
         assert a['epoch'] == b['epoch'] and a['arch'] == 'unet_lite'
         assert all(torch.equal(a['model'][k], b['model'][k]) for k in b['model']), mine.name
         build_model('unet_lite').load_state_dict(a['model'])
-    # Nothing half-written is left behind by the kill.
+    # Nothing half-written is left behind by the kill, and the resumed run gave the directory back.
     assert not list(killed.rglob('.*.tmp*'))
+    assert not (killed / '.lock').exists()
 
 
 
 def test_prepare_clears_what_overwrite_and_killed_runs_leave(tmp_path):
     from utils.experiment import Experiment
+    from utils.io import temp_name
     dead = subprocess.Popen(['true'])
     dead.wait()
     exp = Experiment(tmp_path / 'exp')
     (exp.root / 'snapshots').mkdir(parents=True)
     (exp.root / 'snapshots' / 'epoch_1.loss_0.5000.iout_0.500').write_text('old')
     exp.config_path.write_text('{}')
-    (exp.root / f'.checkpoint.pth.tmp{dead.pid}').write_text('half')  # its writer was killed
-    (exp.root / f'.notes.tmp{os.getpid()}').write_text('busy')  # its writer is alive
+    temp_name(exp.checkpoint_path, pid=dead.pid).write_text('half')  # its writer was killed
+    busy = temp_name(exp.root / 'notes', pid=os.getpid())
+    busy.write_text('busy')  # its writer is alive
     (exp.root / 'notes.txt').write_text('mine')
     exp.check(resume=False, overwrite=True)  # checking alone deletes nothing
     assert exp.config_path.exists()
     exp.prepare(resume=False, overwrite=True)
-    assert sorted(p.name for p in exp.root.iterdir()) == [f'.notes.tmp{os.getpid()}', 'notes.txt']
+    assert sorted(p.name for p in exp.root.iterdir()) == sorted(['.lock', busy.name, 'notes.txt'])
+    exp.release()
+    assert sorted(p.name for p in exp.root.iterdir()) == sorted([busy.name, 'notes.txt'])

@@ -74,8 +74,15 @@ def train_ids(data_dir):
 
 
 def test_ids(data_dir):
+    """The test ids in sample_submission.csv's order (the submission's); each must be there once."""
     fix = "it comes with the competition data (pass the right --data_dir)"
-    return read_columns(Path(data_dir) / 'sample_submission.csv', 'sample_submission.csv', ['id'], fix)['id']
+    path = Path(data_dir) / 'sample_submission.csv'
+    ids = read_columns(path, 'sample_submission.csv', ['id'], fix)['id']
+    if len(set(ids)) != len(ids):
+        seen = set()
+        twice = next(i for i in ids if i in seen or seen.add(i))
+        raise UserError(f"{path} lists id {twice} twice; {fix}, or remove the repeated row")
+    return ids
 
 
 def stack_hint(data_dir):

@@ -2,8 +2,9 @@
 
     python3 utils/evaluate.py --submission SUB.csv --truth TRUTH.csv
 
-Both files are id,rle_mask. Every id of the truth must be in the submission. The score is the
-last line printed.
+Both files are id,rle_mask (columns found by name), one row per id. Every id of the truth must be
+in the submission; ids of the submission that the truth lacks are counted, not scored. A malformed
+row or rle is an error, never a guess. The score is the last line printed.
 """
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ if __name__ == '__main__':
 import numpy as np
 
 from utils.cli import Parser
-from utils.data import read_csv
+from utils.data import read_columns
 from utils.errors import UserError, run_cli
 from utils.metric import image_scores
 from utils.rle import rle_decode
@@ -27,29 +28,47 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def decode_all(frame, path):
-    out = np.empty((len(frame), 101, 101), np.uint8)
-    for k, (i, r) in enumerate(zip(frame['id'], frame['rle_mask'])):
+def read_masks(path, what):
+    """{id: rle} of an id,rle_mask CSV, every row checked: one field per column, a non-empty id, each id once."""
+    fix = "pass a CSV with the header id,rle_mask and one row per image"
+    cols = read_columns(path, what, ['id', 'rle_mask'], fix)
+    rles = {}
+    for line, (i, r) in enumerate(zip(cols['id'], cols['rle_mask']), 2):
+        if not i.strip():
+            raise UserError(f"{path}: the row on line {line} has an empty id; {fix}")
+        if i in rles:
+            raise UserError(f"{path} lists id {i} twice; keep one row per id")
+        rles[i] = r
+    return rles
+
+
+def decode_all(rles, ids, path):
+    out = np.empty((len(ids), 101, 101), np.uint8)
+    for k, i in enumerate(ids):
         try:
-            out[k] = rle_decode(r)
+            out[k] = rle_decode(rles[i])
         except ValueError as e:
-            raise UserError(f"{path}: bad rle_mask for id {i}: {e}") from None
+            raise UserError(f"{path}: bad rle_mask for id {i}: {e}; write it as start/length pairs in "
+                            f"increasing order, inside pixels 1..10201") from None
     return out
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    sub = read_csv(args.submission, 'submission', ['id', 'rle_mask'], "pass a CSV with columns id,rle_mask")
-    truth = read_csv(args.truth, 'truth', ['id', 'rle_mask'], "pass a CSV with columns id,rle_mask")
-    if sub['id'].duplicated().any():
-        raise UserError(f"{args.submission} lists id {sub['id'][sub['id'].duplicated()].iloc[0]} twice; keep one row per id")
-    sub = sub.set_index('id').reindex(truth['id'])
-    missing = sub['rle_mask'].isna()
-    if missing.any():
-        raise UserError(f"{args.submission} has no row for {int(missing.sum())} ids of the truth "
-                        f"(first: {sub.index[missing.to_numpy()][0]}); predict every id")
-    pred = decode_all(sub.reset_index(), args.submission)
-    true = decode_all(truth, args.truth)
+    sub = read_masks(args.submission, 'submission')
+    truth = read_masks(args.truth, 'truth')
+    if not truth:
+        raise UserError(f"{args.truth} has no rows; pass the true masks of the images to score")
+    ids = list(truth)
+    missing = [i for i in ids if i not in sub]
+    if missing:
+        raise UserError(f"{args.submission} has no row for {len(missing)} ids of the truth "
+                        f"(first: {missing[0]}); predict every id")
+    pred = decode_all(sub, ids, args.submission)
+    true = decode_all(truth, ids, args.truth)
+    extra = len(sub) - len(ids)
+    if extra:
+        print(f"{extra} ids of the submission are not in the truth: not scored")
     scores = image_scores(pred, true)
     empty = ~true.reshape(len(true), -1).any(1)
     print(f"images: {len(true)} ({int(empty.sum())} without salt)")

@@ -6,14 +6,20 @@
     EXP/snapshots[/cycle_k]/val_masks_epoch_{e}.loss_{l:.4f}.iout_{s:.3f}.npy   fold's probabilities
     EXP/checkpoint.pth                        everything --resume needs, rewritten every epoch
     EXP/summary.json                          written when the run ends: best epoch, minutes, peak memory
+    EXP/.lock                                 while a run goes: its host, pid and start (RunLock)
 """
+import contextlib
+import errno
 import json
 import os
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import SNAPSHOT_FORMAT, save_json, save_npy, save_rows, save_torch
+from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch,
+                      temp_name, write_error)
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -26,16 +32,23 @@ class Experiment:
         self.checkpoint_path = self.root / 'checkpoint.pth'
         self.snapshot_root = self.root / 'snapshots'
         self.summary_path = self.root / 'summary.json'
+        self.lock = RunLock(self.root)
+        self._resumed_from = None  # (inode, mtime, size) of the checkpoint that check() saw
 
     def has_run(self):
         return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root,
                                         self.summary_path))
 
     def check(self, resume, overwrite):
-        """Refuse --resume/--overwrite choices that do not fit the directory; writes nothing."""
+        """Refuse --resume/--overwrite choices that do not fit the directory, or a directory another
+        run is using now; writes nothing."""
         if resume and overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
+        self.lock.check_free()
         if resume:
+            with contextlib.suppress(OSError):
+                st = self.checkpoint_path.stat()
+                self._resumed_from = (st.st_ino, st.st_mtime_ns, st.st_size)
             if not self.checkpoint_path.is_file():
                 fix = ("it stopped before its first epoch ended; start it again with --overwrite" if self.has_run()
                        else "start it without --resume")
@@ -45,28 +58,65 @@ class Experiment:
                             f"start again (deletes its snapshots and logs), or another --experiment_dir")
 
     def prepare(self, resume, overwrite):
-        """check(), then delete the run that --overwrite replaces and the temporary files of killed runs.
+        """Take the directory's lock, check() again, then delete the run that --overwrite replaces and
+        the temporary files that killed runs of this machine left.
 
         train.py calls this only once every input has been checked, so a mistake on the command
-        line never costs the earlier run.
+        line never costs the earlier run; the lock comes first, so a run that is still going never
+        loses its files to another. release() gives the lock back (train.py: at exit, errors too).
         """
-        self.check(resume, overwrite)
-        if overwrite:
-            for p in (self.snapshot_root, self.root / 'logs'):
-                shutil.rmtree(p, ignore_errors=True)
-            for p in (self.config_path, self.checkpoint_path, self.summary_path):
-                p.unlink(missing_ok=True)
-        if resume:
-            self.summary_path.unlink(missing_ok=True)  # a resumed run is not finished until it ends again
-        if self.root.is_dir():
+        seen = self._resumed_from
+        with self.writing():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        try:
+            self.check(resume, overwrite)
+            if resume and seen is not None and self._resumed_from != seen:
+                raise UserError(f"{self.checkpoint_path} changed while this run was starting (another run continued "
+                                f"it meanwhile); start --resume again")
+            if overwrite:
+                for p in (self.snapshot_root, self.root / 'logs'):
+                    shutil.rmtree(p, ignore_errors=True)
+                for p in (self.config_path, self.checkpoint_path, self.summary_path):
+                    p.unlink(missing_ok=True)
+            if resume:
+                self.summary_path.unlink(missing_ok=True)  # a resumed run is not finished until it ends again
             remove_stale_temporaries(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self):
+        """Give back the lock that prepare() took (nothing when it holds none)."""
+        self.lock.release()
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Within: a failed write (full disk, read-only folder) is one line with advice for a training run:
+        what it wrote before is intact, and --resume goes on from its last checkpoint."""
+        try:
+            yield
+        except WriteError as e:
+            raise self._advise(e) from None
+        except OSError as e:  # the folder and the lock: plain OSErrors
+            w = write_error(e, e.filename or self.root)
+            if w is None:
+                raise
+            raise self._advise(w) from None
+
+    def _advise(self, e):
+        again = ("continue with --resume (the last checkpoint and snapshots are intact)" if self.checkpoint_path.is_file()
+                 else "start it again" + (" with --overwrite" if self.has_run() else ""))
+        return e.advise(space=f"free space there (e.g. snapshots of runs you no longer need) and {again}, or train in "
+                              f"another --experiment_dir",
+                        access=f"make {self.root} writable and {again}, or train in another --experiment_dir")
 
     def load_config(self):
         return json.loads(self.config_path.read_text())
 
     def write_config(self, config):
-        save_json(self.config_path, config)
+        with self.writing():
+            save_json(self.config_path, config)
 
     def snapshot_dir(self, cycle, cycles):
         if cycle == 'swa':
@@ -77,26 +127,37 @@ class Experiment:
         """Write a snapshot and its validation masks; returns the snapshot's path."""
         name = f"epoch_{epoch}.loss_{metrics['val_loss']:.4f}.iout_{metrics['val_score']:.3f}"
         path = self.snapshot_dir(cycle, config['cycles']) / name
-        save_npy(val_masks_path(path), val_probs.astype('float16'))
-        save_torch(path, {
-            'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
-            'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
-            'val_augs': config['val_augs'], 'val_transforms': config['val_transforms'],
-        })
+        masks = val_masks_path(path)
+        had_masks = masks.exists()
+        with self.writing():
+            save_npy(masks, val_probs.astype('float16'))
+            try:
+                save_torch(path, {
+                    'format': SNAPSHOT_FORMAT, 'model': model_state, 'arch': config['arch'], 'config': config,
+                    'epoch': epoch, 'cycle': cycle, 'fold': config['fold'], 'metrics': metrics,
+                    'val_augs': config['val_augs'], 'val_transforms': config['val_transforms'],
+                })
+            except BaseException:
+                if not had_masks:  # masks without their snapshot would only take space on a full disk
+                    masks.unlink(missing_ok=True)
+                raise
         return path
 
     def write_log(self, rows):
-        save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
+        with self.writing():
+            save_rows(self.log_path, LOG_COLUMNS, ([_cell(r.get(c)) for c in LOG_COLUMNS] for r in rows))
 
     def write_summary(self, summary):
         """Mark the run finished: what train.py reports at its end, as JSON."""
-        save_json(self.summary_path, {**summary, 'finished': True})
+        with self.writing():
+            save_json(self.summary_path, {**summary, 'finished': True})
 
     def is_finished(self):
         return self.summary_path.is_file()
 
     def save_checkpoint(self, state):
-        save_torch(self.checkpoint_path, state)
+        with self.writing():
+            save_torch(self.checkpoint_path, state)
 
 
 def _cell(v):
@@ -109,21 +170,199 @@ def _cell(v):
 
 
 def remove_stale_temporaries(root):
-    """Delete the .NAME.tmpPID files (utils.io.atomic_path) that a killed process left under root."""
+    """Delete the .NAME.tmpPID@HOST files (utils.io.atomic_path) that killed processes of this machine
+    left under root.
+
+    A pid means something only on its own machine: a file of another host (a folder shared over
+    NFS) may be one that a live run there is writing, and is left alone; so are temporary files
+    without a host (older versions), whose writer cannot be told.
+    """
     for p in root.rglob('.*.tmp*'):
-        pid = p.name.rsplit('.tmp', 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        m = TEMP_NAME.match(p.name)
+        if m and m['host'] == host() and not _alive(int(m['pid'])):
             p.unlink(missing_ok=True)
 
 
-def _alive(pid):
+def _alive(pid, started=None):
+    """Whether process `pid` of this machine runs (a zombie does not); with `started` (its start time
+    in clock ticks after boot, from /proc), whether it is still that process and not a later one that
+    was given the same pid."""
+    stat = _proc_stat(pid)
+    if stat is not None:
+        state, ticks = stat
+        return state not in 'ZX' and (started is None or ticks == started)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):
+        return False
     return True
+
+
+def _proc_stat(pid):
+    """(state letter, start time in clock ticks after boot) of a process, from Linux's /proc; None without it."""
+    try:
+        text = Path(f'/proc/{int(pid)}/stat').read_text()
+    except (OSError, ValueError):
+        return None
+    fields = text.rsplit(')', 1)[-1].split()  # after the command name, which may hold spaces and ')'
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _boot_id():
+    try:
+        return Path('/proc/sys/kernel/random/boot_id').read_text().strip()
+    except OSError:
+        return None
+
+
+class RunLock:
+    """EXP/.lock: one run at a time in an experiment directory.
+
+    The lock file holds the run's host, pid, process start and start time. It is made whole before
+    it appears (written to a temporary file, then hard-linked to .lock, which fails when .lock
+    exists): one atomic step on local disks and on NFS alike (old NFS lacks O_EXCL, some mounts
+    keep flock local to each client), which never leaves a half-written lock behind a kill. A lock
+    outlives a SIGKILL, so a lock whose run is gone (this host, and its pid ended, or now belongs
+    to a later process, or the machine rebooted) is stale and taken over; one of another host
+    cannot be judged from here and is never broken: the message says to delete it once that run is
+    known to be gone. Takers of a stale lock on one host go one at a time (flock on the stale
+    file), so exactly one of them wins.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.path = self.root / '.lock'
+        self.token = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def holder(self):
+        """The lock file's record; None without a lock file, {} for a file that is not a lock record."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return {}
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def check_free(self):
+        """UserError when another run holds the lock now (a stale lock counts as free); takes nothing."""
+        h = self.holder()
+        if h is not None and not self._mine(h) and not self._stale(h):
+            raise self._busy(h)
+
+    def acquire(self):
+        """Take the lock, or UserError naming the run that holds it."""
+        if self.token is not None:
+            return
+        record = {'host': host(), 'pid': os.getpid(), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+                  'proc_start': (_proc_stat(os.getpid()) or (None, None))[1], 'boot_id': _boot_id(),
+                  'token': uuid.uuid4().hex}
+        for _ in range(20):
+            if self._create(record):
+                self.token = record['token']
+                return
+            h = self.holder()
+            if h is None:  # released (or broken) since: try again
+                continue
+            if not self._stale(h):
+                raise self._busy(h)
+            self._break(h)
+        raise UserError(f"could not take {self.path}: other runs keep taking it; try again, or use another "
+                        f"--experiment_dir")
+
+    def release(self):
+        """Delete the lock if it is this object's (another run's lock is never touched)."""
+        if self.token is not None and self._mine(self.holder() or {}):
+            self.path.unlink(missing_ok=True)
+        self.token = None
+
+    def _mine(self, h):
+        return self.token is not None and h.get('token') == self.token
+
+    def _create(self, record):
+        """Make the lock file whole from `record`; False when a lock file exists already."""
+        tmp = temp_name(self.path)
+        try:
+            with open(tmp, 'w') as f:
+                f.write(json.dumps(record) + '\n')
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise write_error(e, self.path) or e from None
+        try:
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # mostly another run's lock; on NFS also a retried link of ours that had succeeded
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                    raise
+                # No hard links on this file system: O_EXCL (atomic on local disks and NFSv3+) instead.
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, 'w') as f:
+                    f.write(json.dumps(record) + '\n')
+                return True
+            # The link count tells whether .lock is this file, whatever link() reported.
+            return os.stat(tmp).st_nlink == 2
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _stale(self, h):
+        """Whether the run that wrote lock record `h` is gone for certain (only this host's can be told)."""
+        if not h or h.get('host') != host() or not isinstance(h.get('pid'), int):
+            return False
+        boot = _boot_id()
+        if h.get('boot_id') and boot and h['boot_id'] != boot:
+            return True  # the machine restarted since
+        return not _alive(h['pid'], h.get('proc_start'))
+
+    def _break(self, h):
+        """Delete the stale lock `h`, unless another taker of this host has replaced it meanwhile."""
+        import fcntl
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            with contextlib.suppress(OSError):  # no lock service (some NFS mounts): the checks below still hold
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):
+                same_file = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                if same_file and self.holder() == h:
+                    self.path.unlink()
+        finally:
+            os.close(fd)
+
+    def _busy(self, h):
+        if not h:
+            return UserError(f"{self.path} exists but is not a lock record; if no run uses {self.root}, delete it "
+                             f"and start again")
+        who = f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}"
+        if h.get('host') == host():
+            return UserError(f"{self.root} is in use by another run ({who}); wait for it to end or stop it "
+                             f"(kill {h.get('pid')}), or use another --experiment_dir")
+        return UserError(f"{self.root} is in use by a run on another machine ({who}); wait for it to end; if that "
+                         f"run is gone (its machine went down), delete {self.path}; or use another --experiment_dir")
 
 
 def find_config(path):

@@ -1,13 +1,19 @@
 """File I/O that never leaves a half-written output and never trusts what it reads.
 
 Every output is written to a temporary file beside its destination and renamed into place,
-so an interrupted run leaves the earlier file intact. Arrays are read without pickle and
-snapshots with ``weights_only=True``, so a file cannot run code when it is loaded.
+so an interrupted run leaves the earlier file intact. A write that fails for want of space or
+permission is one UserError (WriteError) naming the file, and the temporary file goes. Arrays
+are read without pickle and snapshots with ``weights_only=True``, so a file cannot run code when
+it is loaded.
 """
 import contextlib
+import errno
+import functools
 import json
 import os
 import pickle
+import re
+import socket
 import warnings
 from pathlib import Path
 
@@ -15,18 +21,86 @@ import numpy as np
 
 from utils.errors import UserError
 
+# Failures of a write that the user can fix (space, quota, permissions), not bugs: one line each.
+_WRITE_PROBLEMS = {
+    errno.ENOSPC: ('no space left on the device', 'space'),
+    errno.EDQUOT: ('disk quota exceeded', 'space'),
+    errno.EFBIG: ('file too large for the file system or the limits of this process', 'space'),
+    errno.EROFS: ('the file system is read-only', 'access'),
+    errno.EACCES: ('permission denied', 'access'),
+    errno.EPERM: ('operation not permitted', 'access'),
+}
+
+
+class WriteError(UserError):
+    """An output that could not be written (full disk, quota, read-only or unwritable folder).
+
+    The message names the file, the reason and what to do; `advise(space, access)` gives the same
+    error with the advice of the caller, who knows which option moves the output elsewhere.
+    """
+
+    def __init__(self, path, err, fix=None):
+        self.path, self.errno = Path(path), err.errno
+        self.reason, self.kind = _WRITE_PROBLEMS.get(err.errno, (os.strerror(err.errno or 0), 'space'))
+        self.fix = fix or ("free space on that disk, or write to another folder" if self.kind == 'space'
+                           else f"make {self.path.parent} writable, or write to another folder")
+        super().__init__(f"cannot write {self.path}: {self.reason}; {self.fix}")
+
+    def advise(self, space, access):
+        """The same error with the caller's advice: `space` for a full disk or quota, `access` for permissions."""
+        return WriteError(self.path, OSError(self.errno, self.reason), space if self.kind == 'space' else access)
+
+
+@contextlib.contextmanager
+def advice(space, access):
+    """Within: a WriteError carries the caller's advice (`space`: full disk or quota; `access`: permissions)."""
+    try:
+        yield
+    except WriteError as e:
+        raise e.advise(space, access) from None
+
+
+def write_error(e, path=None):
+    """The WriteError for an OSError of space or permissions, naming `path` (None for any other OSError)."""
+    if e.errno not in _WRITE_PROBLEMS:
+        return None
+    return WriteError(path or e.filename, e)
+
+
+@functools.lru_cache(maxsize=None)
+def host():
+    """This machine's name, as it goes into temporary-file names and experiment locks."""
+    return socket.gethostname() or 'localhost'
+
+
+def temp_name(path, pid=None):
+    """.NAME.tmpPID@HOST beside `path`: whose it is, so that only its own machine ever cleans it up."""
+    path = Path(path)
+    return path.with_name(f'.{path.name}.tmp{os.getpid() if pid is None else pid}@{host()}')
+
+
+TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.tmp(?P<pid>\d+)@(?P<host>[^@/]+)$')
+
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes."""
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
+
+    An OSError of space or permissions (in the caller's writes or at the rename) becomes a
+    WriteError; the file at `path` is then the one from before, untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in _WRITE_PROBLEMS:
+            raise WriteError(path, e) from None  # the output, not the temporary file
+        raise
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
@@ -37,8 +111,8 @@ def save_npy(path, array):
 
 
 def save_csv(path, frame):
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
+        frame.to_csv(f, index=False, lineterminator='\n')
 
 
 def save_rows(path, header, rows):
@@ -55,14 +129,23 @@ def save_rows(path, header, rows):
 
 
 def save_json(path, obj):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
 
 
 def save_torch(path, obj):
     import torch
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's zip writer wraps a failed write of `f` (ENOSPC, ...) in a RuntimeError of its own.
+            cause = e
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 def save_png(path, image):
@@ -74,8 +157,8 @@ def save_png(path, image):
     ok, buf = cv2.imencode('.png', image, params)
     if not ok:
         raise UserError(f"could not encode PNG for {path}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(buf.tobytes())
 
 
 def load_npy(path, what, made_by, mmap=False):
@@ -148,8 +231,8 @@ def load_snapshot(path):
     path = Path(path)
     if path.is_dir() or not path.exists():
         raise UserError(f"snapshot not found: {path}; pass a file from EXPERIMENT/snapshots/ (epoch_*.loss_*.iout_*)")
-    obj = load_torch(path, 'snapshot', "pass a snapshot written by train.py (EXPERIMENT/snapshots/epoch_*), "
-                                       "and only from a source you trust")
+    obj = load_torch(path, 'snapshot', "pass another snapshot, one written by train.py (EXPERIMENT/snapshots/epoch_*) "
+                                       "and from a source you trust; a damaged one can be moved out of snapshots/")
     if not isinstance(obj, dict) or obj.get('format') != SNAPSHOT_FORMAT or 'model' not in obj or 'arch' not in obj:
         raise UserError(f"{path} is not a snapshot made by train.py (no arch/model record); pass a file from EXPERIMENT/snapshots/")
     return obj

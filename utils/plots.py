@@ -288,10 +288,11 @@ class ExperimentPlots:
         seconds); probs: this epoch's validation probabilities (N, 101, 101)."""
         logs = self.exp.root / 'logs'
         last = rows[-1]
-        save_png(logs / 'learning_curve.png', learning_curve(rows, f"{self.name}: learning curve after epoch {last['epoch']}"))
         title = (f"{self.name}, epoch {last['epoch']}: best and worst of {len(self.images)} validation images "
                  f"(score {last['val_score']:.3f})")
-        save_png(logs / 'val_examples.png', example_tiles(self.images, self.masks, probs, title))
+        with self.exp.writing():
+            save_png(logs / 'learning_curve.png', learning_curve(rows, f"{self.name}: learning curve after epoch {last['epoch']}"))
+            save_png(logs / 'val_examples.png', example_tiles(self.images, self.masks, probs, title))
 
 
 def threshold_curve(path, thresholds, scores, best):

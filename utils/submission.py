@@ -1,16 +1,25 @@
 """Turning probability masks into the competition's submission CSV."""
+import functools
+
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import save_rows
+from utils.io import advice, save_rows
 from utils.rle import rle_encode
+
+# What to do when a submission or its probabilities cannot be written (utils.io.WriteError).
+OUT_ADVICE = functools.partial(advice, space="free space there (the file there before is intact), or pass --out "
+                                             "in another folder",
+                               access="pass --out in a folder you can write to (the file there before is intact)")
 
 
 def check_probs(probs, path, n_expected=None, expected_from='sample_submission.csv', scan=True):
-    """Refuse probability arrays of the wrong shape or with NaN (checked in chunks, memory-mapped).
+    """Refuse probability arrays of the wrong type or shape or with NaN (checked in chunks, memory-mapped).
 
     scan=False checks the shape only, for callers that check the values as they read them.
     """
+    if probs.dtype.kind not in 'biuf':
+        raise UserError(f"{path} holds {probs.dtype} values, not probabilities; pass raw masks saved by predict*.py")
     if probs.ndim != 3 or probs.shape[1:] != (101, 101):
         raise UserError(f"{path} has shape {probs.shape}, not (N, 101, 101); pass raw masks saved by predict*.py")
     if n_expected is not None and len(probs) != n_expected:
@@ -19,6 +28,18 @@ def check_probs(probs, path, n_expected=None, expected_from='sample_submission.c
     for a in range(0, len(probs) if scan else 0, 2048):
         if not np.isfinite(probs[a:a + 2048]).all():
             raise UserError(f"{path} contains NaN or infinite values; predict it again")
+
+
+def out_of_range(probs, path):
+    """The UserError for values of `probs` that are no probabilities (NaN, infinite, outside [0, 1]); None if all are."""
+    x = np.asarray(probs, dtype=np.float64)
+    if not np.isfinite(x).all():
+        return UserError(f"{path} contains NaN or infinite values; predict it again")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        v = x.min() if x.min() < 0 else x.max()
+        return UserError(f"{path} has values outside [0, 1] (e.g. {v:g}): not probabilities; pass raw masks saved by "
+                         f"predict*.py")
+    return None
 
 
 def remove_small(mask, min_size):
