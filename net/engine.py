@@ -276,6 +276,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         if swa_share and _in_swa_window(swa_share, epoch, n_epochs, start, budget, by_time):
             swa = swa if swa is not None else _averaged(model)
             swa.update_parameters(unwrap(model))
+        last = epoch == n_epochs or not finished or (deadline is not None and time.monotonic() > deadline)
         if rt.is_main:
             # Checkpoint before log: a kill between the two then leaves a log one epoch behind, which
             # --resume rewrites from the checkpoint's rows, never a logged epoch that cannot be resumed.
@@ -292,10 +293,10 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
                        f"iou {metrics['val_iou']:.3f}  score {metrics['val_score']:.3f}  lr {lr:.2e}  "
                        f"{seconds:.1f}s{'  saved ' + saved.name if saved else ''}")
             if on_epoch_end is not None:
-                on_epoch_end(rows, probs)
+                on_epoch_end(rows, probs, final=last)
         if rt.distributed:
             torch.distributed.barrier()
-        if not finished or (deadline is not None and time.monotonic() > deadline):
+        if last:
             stopped_early = epoch < n_epochs
             break
     top = max(rows, key=lambda r: r['val_score']) if rows else None

@@ -5,11 +5,13 @@
     <masks>.thresholds.png        optimize_threshold.py's score against the probability threshold
 
 All are rewritten atomically, so a viewer never shows half a file; train.py refreshes the
-first two after every epoch, which costs a few tens of milliseconds.
+first two after the first epoch, then at most every 20 seconds, and after the last epoch.
 """
 import math
+import time
 
 import cv2
+
 import numpy as np
 
 from utils.io import save_png
@@ -275,17 +277,26 @@ class ExperimentPlots:
     """Per-epoch callback for train.py: refreshes EXP/logs/learning_curve.png and val_examples.png.
 
     images: validation images (N, 101, 101) uint8; masks: their true masks (N, 101, 101) {0,1}.
+    Drawn after the first epoch, then at most once per `every` seconds, and after the last epoch:
+    on a GPU an epoch can take well under a second, and drawing every one would leave it idle.
     """
 
-    def __init__(self, exp, images, masks):
+    def __init__(self, exp, images, masks, every=20.0):
         self.exp = exp
         self.images = np.asarray(images)
         self.masks = np.asarray(masks) != 0
         self.name = exp.root.resolve().name
+        self.every = every
+        self.drawn_at = None
 
-    def __call__(self, rows, probs):
+    def __call__(self, rows, probs, final=False):
         """rows: the log so far (dicts with epoch, cycle, train_loss, val_loss, val_iou, val_score, lr,
-        seconds); probs: this epoch's validation probabilities (N, 101, 101)."""
+        seconds); probs: this epoch's validation probabilities (N, 101, 101); final: the run's last
+        epoch (always drawn). Returns whether it drew."""
+        now = time.monotonic()
+        if not final and self.drawn_at is not None and now - self.drawn_at < self.every:
+            return False
+        self.drawn_at = now
         logs = self.exp.root / 'logs'
         last = rows[-1]
         title = (f"{self.name}, epoch {last['epoch']}: best and worst of {len(self.images)} validation images "
@@ -293,6 +304,7 @@ class ExperimentPlots:
         with self.exp.writing():
             save_png(logs / 'learning_curve.png', learning_curve(rows, f"{self.name}: learning curve after epoch {last['epoch']}"))
             save_png(logs / 'val_examples.png', example_tiles(self.images, self.masks, probs, title))
+        return True
 
 
 def threshold_curve(path, thresholds, scores, best):
