@@ -138,3 +138,45 @@ def test_make_folds_reproduces_recorded_folds(real_dir, tmp_path, stratify, n, s
     out = main(['--p', str(tmp_path / 'train.csv'), '--n', str(n), '--stratify', stratify, '--seed', str(seed),
                 '--out', str(tmp_path / 'folds.csv')])
     assert fold_column_sha256(out) == RECORDED_FOLDS[(stratify, n, seed)]
+
+
+def test_make_folds_sklearn_method(real_dir, tmp_path):
+    """--method sklearn: StratifiedKFold's folds on coverage classes / depth deciles, balanced and seeded."""
+    import shutil
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from utils.make_folds import coverage_classes, coverage_of, depth_bins
+    for name in ('train.csv', 'depths.csv'):
+        shutil.copy(real_dir / name, tmp_path / name)
+    csv = tmp_path / 'train.csv'
+
+    def folds(*opts, out='f.csv'):
+        r = run(['utils/make_folds.py', '--p', str(csv), *opts, '--out', str(tmp_path / out)])
+        assert r.returncode == 0 and r.stderr == '', r.stderr  # no sklearn warning about small classes
+        return pd.read_csv(tmp_path / out, dtype={'id': str}, keep_default_na=False)
+
+    f = folds('--n', '5', '--method', 'sklearn')
+    classes = coverage_classes(coverage_of(f['rle_mask']))
+    assert set(classes) == set(range(11)) and (classes[f['rle_mask'] == ''] == 0).all()
+    # exactly scikit-learn's split of those classes, with the seed as its random_state
+    want = np.empty(len(f), int)
+    for k, (_, va) in enumerate(StratifiedKFold(5, shuffle=True, random_state=42).split(np.zeros(len(f)), classes)):
+        want[va] = k
+    assert (f['fold'].to_numpy() == want).all()
+    counts = pd.crosstab(classes, f['fold'])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1  # every class spread evenly
+    assert (f['fold'] == folds('--n', '5', '--method', 'sklearn', out='again.csv')['fold']).all()
+    other_seed = folds('--n', '5', '--method', 'sklearn', '--seed', '1', out='seed1.csv')['fold']
+    assert (other_seed != f['fold']).any()
+    dealt = folds('--n', '5', out='dealt.csv')['fold']
+    assert (dealt != f['fold']).any()  # not the default's folds: the default stays the dealing
+
+    d = folds('--n', '4', '--stratify', 'depth', '--method', 'sklearn', out='depth.csv')
+    z = d['id'].map(pd.read_csv(tmp_path / 'depths.csv').set_index('id')['z']).to_numpy(float)
+    bins = depth_bins(z)
+    assert sorted(set(bins)) == list(range(10))
+    counts = pd.crosstab(bins, d['fold'])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
+    plain = folds('--n', '3', '--stratify', 'none', '--method', 'sklearn', out='none.csv')['fold']
+    assert sorted(np.bincount(plain)) == [1066, 1067, 1067]

@@ -252,6 +252,9 @@ def cases(e):
                                      ['train.csv not found', '--p'], [e['no_train_csv']]),
         'folds: too many folds': (['utils/make_folds.py', '--p', d / 'train.csv', '--n', '99'],
                                   ['--n 99', 'does not fit 32 images'], [d]),
+        'folds: more folds than sklearn can stratify': (['utils/make_folds.py', '--p', d / 'train.csv', '--n', '20',
+                                                         '--method', 'sklearn'],
+                                                        ['cannot make 20 folds', 'n_splits=20', '--method deal'], [d]),
         # training: data
         'train: data dir missing': ([*train, tmp / 'nowhere', *new_exp('a')], ['data directory not found'], [tmp / 'new']),
         'train: arrays missing': ([*train, e['unstacked'], *new_exp('b')],
