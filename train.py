@@ -188,6 +188,9 @@ def main(args=None, border=False):
                   resume=resume, on_epoch_end=plots)
     if rt.is_main:
         report(summary, exp)
+        # The run's end, for tools that resume a set of runs (train_folds.py): a finished run has it.
+        from utils.io import save_json
+        save_json(exp.root / 'summary.json', {**summary, 'finished': True})
     if rt.distributed:
         torch.distributed.destroy_process_group()
     return summary
