@@ -226,6 +226,9 @@ def env(tmp_path_factory):
     vn[0, 0, 0] = np.nan
     np.save(e['snap'].parent / 'val_masks_nan.npy', vn)
     np.save(bad / 'val_masks_orphan.npy', np.full((3, 101, 101), 0.7, np.float16))
+    # Test probabilities inside the experiment, before any out-of-fold search was run.
+    (e['exp'] / 'predictions').mkdir()
+    np.save(e['exp'] / 'predictions' / 'test.npy', np.full((n_test, 101, 101), 0.7, np.float16))
     return e
 
 
@@ -340,6 +343,22 @@ def cases(e):
                                             ['no train_config.json found'], [e['bad']]),
         'threshold: masks file is a snapshot': (['optimize_threshold.py', '--masks_fn', e['snap']],
                                                 ['is not a .npy array'], [e['exp']]),
+        'fold_avg: --th auto outside an experiment': (['predict_fold_avg.py', e['bad'] / 'good.npy', '--th', 'auto',
+                                                        '--data_dir', d, '--out', e['bad'] / 'existing.csv'],
+                                                       ['good.npy is not in an experiment', '--oof PATH'], [e['bad']]),
+        'fold_avg: --th auto before the out-of-fold search': (['predict_fold_avg.py', e['exp'] / 'predictions' / 'test.npy',
+                                                                '--min_size', 'auto', '--data_dir', d,
+                                                                '--out', e['bad'] / 'existing.csv'],
+                                                               ['auto need', 'exp_done.oof.best.json',
+                                                                'python3 optimize_threshold.py --masks_fn'],
+                                                               [e['bad'], e['exp']]),
+        'fold_avg: --oof missing': (['predict_fold_avg.py', e['bad'] / 'good.npy', '--th', 'auto', '--oof', tmp / 'absent.json',
+                                     '--data_dir', d, '--out', e['bad'] / 'existing.csv'],
+                                    ['auto need', 'absent.json'], [e['bad']]),
+        'threshold: one fold twice': (['optimize_threshold.py', '--masks_fn', e['exp'], e['val_masks']],
+                                      ['validate on the same images', 'one experiment per fold'], [e['exp']]),
+        'threshold: --out not a json': (['optimize_threshold.py', '--masks_fn', e['exp'], '--out', tmp / 'oof.txt'],
+                                        ['--out', 'must end in .json'], [e['exp']]),
         'evaluate: submission missing': (['utils/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
                                          ['submission not found'], []),
     }
