@@ -25,7 +25,11 @@ from utils.thresholds import true_masks_for  # noqa: F401  (benchmarks/ablation.
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n')[0])
+    p = Parser(description=__doc__.split('\n')[0],
+               epilog="With several --masks_fn, one experiment per fold (e.g. experiments/gpu_fold0 ... "
+                      "experiments/gpu_fold4), the search runs on all their validation images together: the "
+                      "out-of-fold threshold and min_size, printed beside each fold's own score at the same "
+                      "threshold and saved for predict_fold_avg.py --th auto --min_size auto (see --out).")
     p.add_argument('--masks_fn', required=True, nargs='+', metavar='MASKS',
                    help="val_masks_*.npy written by train.py beside a snapshot, or an experiment directory (its best "
                         "snapshot's); several, one per fold: the out-of-fold search")

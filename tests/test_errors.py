@@ -229,6 +229,10 @@ def env(tmp_path_factory):
     # Test probabilities inside the experiment, before any out-of-fold search was run.
     (e['exp'] / 'predictions').mkdir()
     np.save(e['exp'] / 'predictions' / 'test.npy', np.full((n_test, 101, 101), 0.7, np.float16))
+    # A fold directory that holds another fold's run.
+    e['tf_other'] = tmp / 'tfo_fold1'
+    e['tf_other'].mkdir()
+    (e['tf_other'] / 'train_config.json').write_text('{"fold": 0}')
     return e
 
 
@@ -359,6 +363,22 @@ def cases(e):
                                       ['validate on the same images', 'one experiment per fold'], [e['exp']]),
         'threshold: --out not a json': (['optimize_threshold.py', '--masks_fn', e['exp'], '--out', tmp / 'oof.txt'],
                                         ['--out', 'must end in .json'], [e['exp']]),
+        'train_folds: folds not a list': (['train_folds.py', '--folds', '0..4', '--experiment_dir', tmp / 'tf', *LITE],
+                                          ['--folds', 'not a fold list', '0-4'], [tmp]),
+        'train_folds: range backwards': (['train_folds.py', '--folds', '4-1', '--experiment_dir', tmp / 'tf', *LITE],
+                                         ['runs backwards', 'pass 1-4'], [tmp]),
+        'train_folds: --fold given': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--fold', '0'],
+                                      ['--fold is set by train_folds.py', '--folds'], [tmp]),
+        'train_folds: --resume given': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--resume'],
+                                        ['--resume is set by train_folds.py', 'automatic'], [tmp]),
+        'train_folds: no such GPU': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--gpus', '99'],
+                                     ['--gpus 99'], [tmp]),
+        'train_folds: directory of another fold': (['train_folds.py', '--folds', '1', '--experiment_dir', tmp / 'tfo', *LITE,
+                                                    '--data_dir', d], ['holds a run of fold 0, not fold 1'], [e['tf_other']]),
+        'train_folds: fold not in the folds file': (['train_folds.py', '--folds', '4,0', '--experiment_dir', tmp / 'tf', *LITE,
+                                                     '--data_dir', d],
+                                                    ['fold 4 failed training (exit 2: fold 4 is not in', 'tf_fold4/train_folds.log',
+                                                     'not started: fold 0'], [d, e['exp']]),
         'evaluate: submission missing': (['utils/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
                                          ['submission not found'], []),
     }

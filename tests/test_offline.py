@@ -55,6 +55,7 @@ def test_imports_and_help_open_no_connection(tmp_path):
         'control': ['-c', 'import albumentations'],
         'augmentations': ['-c', 'import net.augmentations'],
         'train': ['train.py', '--help'],
+        'train_folds': ['train_folds.py', '--help'],
     }
     started = {name: run_offline(tmp_path, name, argv) for name, argv in commands.items()}
     results = {}
@@ -68,4 +69,4 @@ def test_imports_and_help_open_no_connection(tmp_path):
         assert code == 0, (name, err[-2000:])
         assert attempts == '', f"{name} tried the network: {attempts}"
         assert 'Error fetching version info' not in err and 'albumentations' not in err.lower(), (name, err)
-    assert 'usage:' in results['train'][1]
+    assert 'usage:' in results['train'][1] and 'usage:' in results['train_folds'][1]
