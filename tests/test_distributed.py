@@ -85,7 +85,8 @@ def test_torchrun_trains_one_run_and_only_rank0_writes(ddp_run):
     files = sorted(p.relative_to(exp).as_posix() for p in exp.rglob('*') if p.is_file())
     assert not [f for f in files if '.tmp' in f], f"temporary files left behind: {files}"
     snaps = snapshot_files(exp)
-    expected = {'train_config.json', 'logs/log.csv', 'checkpoint.pth', 'logs/learning_curve.png', 'logs/val_examples.png'}
+    expected = {'train_config.json', 'logs/log.csv', 'checkpoint.pth', 'logs/learning_curve.png', 'logs/val_examples.png',
+                'summary.json'}
     expected |= {f'snapshots/{s.name}' for s in snaps} | {f'snapshots/val_masks_{s.name}.npy' for s in snaps}
     assert set(files) == expected, f"unexpected files: {sorted(set(files) ^ expected)}"
 
