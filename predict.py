@@ -44,20 +44,13 @@ def searched_options(snapshot, th, min_size):
     """Replace 'auto' threshold / min_size by what optimize_threshold.py saved for this snapshot."""
     if 'auto' not in (th, min_size):
         return th, min_size
-    import json
-
     from utils.experiment import best_json_path, val_masks_path
+    from utils.thresholds import read_found
     masks_fn = val_masks_path(snapshot)
     found = best_json_path(masks_fn)
-    if not found.is_file():
-        raise UserError(f"--th/--min_size auto need {found}; make it with: python3 optimize_threshold.py "
-                        f"--masks_fn {masks_fn}")
-    try:
-        best = json.loads(found.read_text())
-        th = float(best['threshold']) if th == 'auto' else th
-        min_size = int(best['min_size']) if min_size == 'auto' else min_size
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{found} is not optimize_threshold.py's output; run optimize_threshold.py again") from None
+    best_th, best_size = read_found(found, f"python3 optimize_threshold.py --masks_fn {masks_fn}")
+    th = best_th if th == 'auto' else th
+    min_size = best_size if min_size == 'auto' else min_size
     print(f"from {found.name}: --th {th:.2f} --min_size {min_size}")
     return th, min_size
 

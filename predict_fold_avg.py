@@ -5,73 +5,68 @@
 Each file is (N, 101, 101) as saved by predict*.py for the same test images, in
 sample_submission.csv order. The files are read memory-mapped and summed in chunks, so 18000
 masks from many folds fit in little memory.
+
+`--th auto --min_size auto` take the out-of-fold threshold and small-region size that
+`optimize_threshold.py --masks_fn EXP_fold0 EXP_fold1 ...` (or train_folds.py) saved: --oof
+PATH, by default the .oof.best.json of the experiments the files belong to (e.g.
+experiments/gpu.oof.best.json for experiments/gpu_fold*/predictions/*.npy).
 """
 from pathlib import Path
 
-import numpy as np
-
-from utils.cli import Parser, probability
+from utils.cli import Parser, int_or_auto, probability_or_auto
 from utils.errors import UserError, run_cli
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n')[0])
     p.add_argument('masks', nargs='+', help="raw probability .npy files")
-    p.add_argument('--th', type=probability, default=0.5)
+    p.add_argument('--th', type=probability_or_auto, default=0.5,
+                   help="probability threshold in [0, 1] (default 0.5), or auto: the out-of-fold one (--oof)")
     p.add_argument('--data_dir', default='data', help="folder with sample_submission.csv (default ./data)")
-    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
+    p.add_argument('--min_size', type=int_or_auto, default=0,
+                   help="drop predicted salt regions smaller than this many pixels, or auto: the out-of-fold size (--oof)")
+    p.add_argument('--oof', default=None, metavar='PATH',
+                   help="for --th/--min_size auto: the out-of-fold result of optimize_threshold.py with several "
+                        "--masks_fn (default: PARENT/NAME.oof.best.json of the experiments the files are in, e.g. "
+                        "experiments/gpu.oof.best.json for experiments/gpu_fold*/predictions/*.npy)")
     p.add_argument('--out', default='submission_fold_avg.csv')
     p.add_argument('--save_probs', action='store_true', help="also save the averaged probabilities beside the CSV (.npy)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.min_size != 'auto' and args.min_size < 0:
+        p.error("--min_size must be at least 0")
+    return args
+
+
+def oof_options(masks, th, min_size, oof=None):
+    """Replace 'auto' threshold / min_size by the out-of-fold result (`oof`, or the experiments' default)."""
+    if 'auto' not in (th, min_size):
+        return th, min_size
+    from utils.experiment import find_config
+    from utils.thresholds import default_oof_path, read_found
+    roots = [find_config(f)[1] for f in masks]
+    if oof is None:
+        if None in roots:
+            stray = masks[roots.index(None)]
+            raise UserError(f"--th/--min_size auto: {stray} is not in an experiment's folder, so its out-of-fold "
+                            f"result is unknown; pass --oof PATH (optimize_threshold.py's .oof.best.json) or a number")
+        oof = default_oof_path(sorted(set(roots)))
+    dirs = ' '.join(str(r) for r in sorted(set(roots))) if None not in roots else 'EXP_fold0 EXP_fold1 ...'
+    best_th, best_size = read_found(oof, f"python3 optimize_threshold.py --masks_fn {dirs}")
+    th = best_th if th == 'auto' else th
+    min_size = best_size if min_size == 'auto' else min_size
+    print(f"from {oof}: --th {th:.2f} --min_size {min_size}")
+    return th, min_size
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from utils.data import test_ids
-    from utils.io import load_npy, save_npy
-    from utils.submission import OUT_ADVICE, check_probs, out_of_range, rle_column, write_rles
-
-    out = Path(args.out)
-    if out.suffix != '.csv':
-        raise UserError(f"--out {out} must end in .csv")
-    ids = test_ids(args.data_dir)
-    arrays = []
-    for f in args.masks:
-        a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
-        check_probs(a, f, len(ids), scan=False)
-        arrays.append(a)
-    # One pass over the files, a chunk at a time: sum, check, average, encode. Only the rle strings
-    # (and, with --save_probs, a float16 mean) outlive a chunk, and nothing is written before every
-    # chunk has passed.
-    chunk = 2048
-    acc = np.empty((min(chunk, len(ids)), 101, 101), np.float32)
-    mean16 = np.empty((len(ids), 101, 101), np.float16) if args.save_probs else None
-    rles = []
-    for a in range(0, len(ids), chunk):
-        s = acc[:min(chunk, len(ids) - a)]
-        with np.errstate(over='ignore', invalid='ignore'):  # judged below, in one line, not as warnings
-            np.copyto(s, arrays[0][a:a + chunk])
-            for x in arrays[1:]:
-                np.add(s, x[a:a + chunk], out=s)
-            # Probabilities in [0, 1] sum to [0, len(arrays)]; NaN, inf, values beyond float32 (inf by now)
-            # and logits do not. As cheap as a NaN check; only on failure is each file read again, in
-            # float64, to name the one at fault. (Values outside [0, 1] that other files make up for at
-            # the same pixel go unnoticed.)
-            ok = s.min() >= 0 and s.max() <= len(arrays)
-        if not ok:
-            raise next((e for f, x in zip(args.masks, arrays) if (e := out_of_range(x[a:a + chunk], f))),
-                       UserError(f"the sum of {', '.join(args.masks)} is outside [0, {len(arrays)}]; pass raw "
-                                 f"masks saved by predict*.py"))
-        np.divide(s, len(arrays), out=s)
-        rles.extend(rle_column(s, args.th, args.min_size))
-        if mean16 is not None:
-            mean16[a:a + len(s)] = s
-    with OUT_ADVICE():
-        if mean16 is not None:
-            save_npy(out.with_suffix('.npy'), mean16)
-        share = write_rles(out, ids, rles)
-    print(f"averaged {len(arrays)} files; submission: {out} ({share:.1%} with salt at threshold {args.th})")
-    return out
+    from utils.submission import fold_average
+    if Path(args.out).suffix != '.csv':
+        raise UserError(f"--out {args.out} must end in .csv")
+    args.th, args.min_size = oof_options(args.masks, args.th, args.min_size, args.oof)
+    share = fold_average(args.masks, args.data_dir, args.out, args.th, args.min_size, args.save_probs)
+    print(f"averaged {len(args.masks)} files; submission: {args.out} ({share:.1%} with salt at threshold {args.th})")
+    return Path(args.out)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,10 @@ deterministic geometry, which then equals the paired val aug) and ``seed``.
 import os
 import random
 
-import albumentations as A
+# albumentations 2.x asks the package index for a newer version when it is imported: a 2 s timeout
+# and a warning line on a machine without network. Set before the first import of it anywhere.
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch

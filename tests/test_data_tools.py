@@ -103,3 +103,80 @@ def test_fold_avg_across_chunks_with_min_size_and_saved_mean(tmp_path):
     assert any(rle_encode(m > 0.55) != rle_encode(remove_small(m > 0.55, 30)) for m in mean[:200])  # min_size mattered
     saved = np.load(out.with_suffix('.npy'))
     assert saved.dtype == np.float16 and np.array_equal(saved, mean.astype(np.float16))
+
+
+# The folds make_folds.py wrote for the real train.csv (3200 rows of ../shared/tgs) before it was
+# rewritten around scikit-learn: sha256 of the fold column joined by commas, per (stratify, n, seed).
+# The same options must keep giving the same folds, or every earlier experiment's fold changes.
+REAL_TRAIN_CSV_SHA256 = '6db8d69da4c2e335819c4a4705c021731ee137f3b02f421ef72ac8a9db492364'
+RECORDED_FOLDS = {
+    ('coverage', 5, 42): 'f352ec1b6895ca2e12b9328aa9af4dba5d129ce36bb3ba69a92853fa39443eac',
+    ('coverage', 10, 42): 'f9087c01c5b73bde7d6e20e920fab76d54ab2d1cda98344e031ef092be9e1507',
+    ('coverage', 4, 7): 'c877a539ee28a80ecada84e1d8be999e4dbb3f87679e22261ca8a1a99cc4fa60',
+    ('depth', 5, 42): '09a8300d979d48cbf04994e09d285ed242d424119b9315f1deb374741aecf939',
+    ('depth', 10, 42): 'c32c2428d52217801b6b23ab336761a0fbd9e4037aa0c187dab2e334b64bc0d7',
+    ('none', 5, 42): '115cb0cf2562dbf8f651f3e862593b7b59248ba47ab3788e22103d2004ae79f8',
+    ('none', 10, 42): 'f249f1a7eab9212325b61ae535a7c64bb6772d64acc57c219f131a4b6d7e9d6e',
+}
+
+
+def fold_column_sha256(csv):
+    import hashlib
+    folds = pd.read_csv(csv, dtype={'id': str}, keep_default_na=False)['fold']
+    return hashlib.sha256(','.join(str(int(x)) for x in folds).encode()).hexdigest()
+
+
+@pytest.mark.parametrize('stratify,n,seed', sorted(RECORDED_FOLDS))
+def test_make_folds_reproduces_recorded_folds(real_dir, tmp_path, stratify, n, seed):
+    import hashlib
+    import shutil
+    if hashlib.sha256((real_dir / 'train.csv').read_bytes()).hexdigest() != REAL_TRAIN_CSV_SHA256:
+        pytest.skip(f"the recorded folds are those of ../shared/tgs/train.csv, not of {real_dir}")
+    from utils.make_folds import main
+    for name in ('train.csv', 'depths.csv'):
+        shutil.copy(real_dir / name, tmp_path / name)
+    out = main(['--p', str(tmp_path / 'train.csv'), '--n', str(n), '--stratify', stratify, '--seed', str(seed),
+                '--out', str(tmp_path / 'folds.csv')])
+    assert fold_column_sha256(out) == RECORDED_FOLDS[(stratify, n, seed)]
+
+
+def test_make_folds_sklearn_method(real_dir, tmp_path):
+    """--method sklearn: StratifiedKFold's folds on coverage classes / depth deciles, balanced and seeded."""
+    import shutil
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from utils.make_folds import coverage_classes, coverage_of, depth_bins
+    for name in ('train.csv', 'depths.csv'):
+        shutil.copy(real_dir / name, tmp_path / name)
+    csv = tmp_path / 'train.csv'
+
+    def folds(*opts, out='f.csv'):
+        r = run(['utils/make_folds.py', '--p', str(csv), *opts, '--out', str(tmp_path / out)])
+        assert r.returncode == 0 and r.stderr == '', r.stderr  # no sklearn warning about small classes
+        return pd.read_csv(tmp_path / out, dtype={'id': str}, keep_default_na=False)
+
+    f = folds('--n', '5', '--method', 'sklearn')
+    classes = coverage_classes(coverage_of(f['rle_mask']))
+    assert set(classes) == set(range(11)) and (classes[f['rle_mask'] == ''] == 0).all()
+    # exactly scikit-learn's split of those classes, with the seed as its random_state
+    want = np.empty(len(f), int)
+    for k, (_, va) in enumerate(StratifiedKFold(5, shuffle=True, random_state=42).split(np.zeros(len(f)), classes)):
+        want[va] = k
+    assert (f['fold'].to_numpy() == want).all()
+    counts = pd.crosstab(classes, f['fold'])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1  # every class spread evenly
+    assert (f['fold'] == folds('--n', '5', '--method', 'sklearn', out='again.csv')['fold']).all()
+    other_seed = folds('--n', '5', '--method', 'sklearn', '--seed', '1', out='seed1.csv')['fold']
+    assert (other_seed != f['fold']).any()
+    dealt = folds('--n', '5', out='dealt.csv')['fold']
+    assert (dealt != f['fold']).any()  # not the default's folds: the default stays the dealing
+
+    d = folds('--n', '4', '--stratify', 'depth', '--method', 'sklearn', out='depth.csv')
+    z = d['id'].map(pd.read_csv(tmp_path / 'depths.csv').set_index('id')['z']).to_numpy(float)
+    bins = depth_bins(z)
+    assert sorted(set(bins)) == list(range(10))
+    counts = pd.crosstab(bins, d['fold'])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 1
+    plain = folds('--n', '3', '--stratify', 'none', '--method', 'sklearn', out='none.csv')['fold']
+    assert sorted(np.bincount(plain)) == [1066, 1067, 1067]

@@ -43,6 +43,7 @@ def _serve():
     import tempfile
     import traceback
     sys.path.insert(0, str(ROOT))
+    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # no update check over the network (net/augmentations.py)
     import albumentations  # noqa: F401  the imports every fork would otherwise repeat
     import torch  # noqa: F401
     import net.augmentations  # noqa: F401
@@ -226,6 +227,13 @@ def env(tmp_path_factory):
     vn[0, 0, 0] = np.nan
     np.save(e['snap'].parent / 'val_masks_nan.npy', vn)
     np.save(bad / 'val_masks_orphan.npy', np.full((3, 101, 101), 0.7, np.float16))
+    # Test probabilities inside the experiment, before any out-of-fold search was run.
+    (e['exp'] / 'predictions').mkdir()
+    np.save(e['exp'] / 'predictions' / 'test.npy', np.full((n_test, 101, 101), 0.7, np.float16))
+    # A fold directory that holds another fold's run.
+    e['tf_other'] = tmp / 'tfo_fold1'
+    e['tf_other'].mkdir()
+    (e['tf_other'] / 'train_config.json').write_text('{"fold": 0}')
     return e
 
 
@@ -253,6 +261,9 @@ def cases(e):
                                      ['train.csv not found', '--p'], [e['no_train_csv']]),
         'folds: too many folds': (['utils/make_folds.py', '--p', d / 'train.csv', '--n', '99'],
                                   ['--n 99', 'does not fit 32 images'], [d]),
+        'folds: more folds than sklearn can stratify': (['utils/make_folds.py', '--p', d / 'train.csv', '--n', '20',
+                                                         '--method', 'sklearn'],
+                                                        ['cannot make 20 folds', 'n_splits=20', '--method deal'], [d]),
         # training: data
         'train: data dir missing': ([*train, tmp / 'nowhere', *new_exp('a')], ['data directory not found'], [tmp / 'new']),
         'train: arrays missing': ([*train, e['unstacked'], *new_exp('b')],
@@ -337,6 +348,38 @@ def cases(e):
                                             ['no train_config.json found'], [e['bad']]),
         'threshold: masks file is a snapshot': (['optimize_threshold.py', '--masks_fn', e['snap']],
                                                 ['is not a .npy array'], [e['exp']]),
+        'fold_avg: --th auto outside an experiment': (['predict_fold_avg.py', e['bad'] / 'good.npy', '--th', 'auto',
+                                                        '--data_dir', d, '--out', e['bad'] / 'existing.csv'],
+                                                       ['good.npy is not in an experiment', '--oof PATH'], [e['bad']]),
+        'fold_avg: --th auto before the out-of-fold search': (['predict_fold_avg.py', e['exp'] / 'predictions' / 'test.npy',
+                                                                '--min_size', 'auto', '--data_dir', d,
+                                                                '--out', e['bad'] / 'existing.csv'],
+                                                               ['auto need', 'exp_done.oof.best.json',
+                                                                'python3 optimize_threshold.py --masks_fn'],
+                                                               [e['bad'], e['exp']]),
+        'fold_avg: --oof missing': (['predict_fold_avg.py', e['bad'] / 'good.npy', '--th', 'auto', '--oof', tmp / 'absent.json',
+                                     '--data_dir', d, '--out', e['bad'] / 'existing.csv'],
+                                    ['auto need', 'absent.json'], [e['bad']]),
+        'threshold: one fold twice': (['optimize_threshold.py', '--masks_fn', e['exp'], e['val_masks']],
+                                      ['validate on the same images', 'one experiment per fold'], [e['exp']]),
+        'threshold: --out not a json': (['optimize_threshold.py', '--masks_fn', e['exp'], '--out', tmp / 'oof.txt'],
+                                        ['--out', 'must end in .json'], [e['exp']]),
+        'train_folds: folds not a list': (['train_folds.py', '--folds', '0..4', '--experiment_dir', tmp / 'tf', *LITE],
+                                          ['--folds', 'not a fold list', '0-4'], [tmp]),
+        'train_folds: range backwards': (['train_folds.py', '--folds', '4-1', '--experiment_dir', tmp / 'tf', *LITE],
+                                         ['runs backwards', 'pass 1-4'], [tmp]),
+        'train_folds: --fold given': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--fold', '0'],
+                                      ['--fold is set by train_folds.py', '--folds'], [tmp]),
+        'train_folds: --resume given': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--resume'],
+                                        ['--resume is set by train_folds.py', 'automatic'], [tmp]),
+        'train_folds: no such GPU': (['train_folds.py', '--folds', '0-1', '--experiment_dir', tmp / 'tf', '--gpus', '99'],
+                                     ['--gpus 99'], [tmp]),
+        'train_folds: directory of another fold': (['train_folds.py', '--folds', '1', '--experiment_dir', tmp / 'tfo', *LITE,
+                                                    '--data_dir', d], ['holds a run of fold 0, not fold 1'], [e['tf_other']]),
+        'train_folds: fold not in the folds file': (['train_folds.py', '--folds', '4,0', '--experiment_dir', tmp / 'tf', *LITE,
+                                                     '--data_dir', d],
+                                                    ['fold 4 failed training (exit 2: fold 4 is not in', 'tf_fold4/train_folds.log',
+                                                     'not started: fold 0'], [d, e['exp']]),
         'evaluate: submission missing': (['utils/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
                                          ['submission not found'], []),
     }

@@ -5,6 +5,13 @@
 Folds are stratified by salt coverage by default, so every fold has the same mix of empty,
 small and large masks; `--stratify depth` balances depth instead and `--stratify none` is the
 original pipeline's plain random split.
+
+`--method deal` (the default) sorts the images by coverage or depth and deals each run of n
+images to the n folds in random order: the folds this script has always written, so a seed
+and options give the same folds as before. `--method sklearn` uses scikit-learn's
+StratifiedKFold on coverage classes (ceil(10 x coverage): 0 for empty masks, then 10 %-steps)
+or depth deciles, and KFold for `--stratify none`. StratifiedKFold cannot reproduce the dealt
+folds, which is why it is not the default.
 """
 import sys
 from pathlib import Path
@@ -25,6 +32,10 @@ def parse_args(argv=None):
     p.add_argument('--p', required=True, help="path to train.csv")
     p.add_argument('--n', type=int, default=10, help="number of folds (default 10)")
     p.add_argument('--stratify', default='coverage', choices=['coverage', 'depth', 'none'])
+    p.add_argument('--method', default='deal', choices=['deal', 'sklearn'],
+                   help="deal: sort by the key and deal runs of n images to the folds (default; the folds of "
+                        "earlier versions); sklearn: scikit-learn's StratifiedKFold on coverage classes or depth "
+                        "deciles (KFold for --stratify none)")
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--out', default=None, help="output CSV (default: train_with_folds.csv beside train.csv)")
     return p.parse_args(argv)
@@ -49,6 +60,36 @@ def assign_folds(key, n, rng):
     return folds
 
 
+def coverage_classes(cov):
+    """Coverage classes 0..10: 0 for an empty mask, k for a coverage in ((k-1)/10, k/10]."""
+    return np.ceil(np.asarray(cov) * 10).astype(np.int64)
+
+
+def depth_bins(z, n_bins=10):
+    """Depth deciles 0..n_bins-1 (quantile bins, so each holds about as many images)."""
+    edges = np.quantile(z, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, z, side='right')
+
+
+def sklearn_folds(labels, n, n_rows, seed):
+    """Folds from scikit-learn, shuffled by `seed`: StratifiedKFold on `labels`, or KFold when labels is None."""
+    import warnings
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+    folds = np.empty(n_rows, np.int64)
+    splitter = (KFold if labels is None else StratifiedKFold)(n_splits=n, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # A class with fewer images than folds is spread as far as it goes; sklearn would warn about it.
+        warnings.simplefilter('ignore', UserWarning)
+        try:
+            for k, (_, va) in enumerate(splitter.split(np.zeros(n_rows), labels)):
+                folds[va] = k
+        except ValueError as e:
+            raise UserError(f"scikit-learn cannot make {n} folds of these images ({str(e).splitlines()[0].rstrip('.')}); "
+                            f"pass a smaller --n or --method deal") from None
+    return folds
+
+
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
     src = Path(args.p)
@@ -56,26 +97,30 @@ def main(args=None):
     frame = read_csv(src, 'train.csv', ['id'], fix)
     if args.n < 2 or args.n > len(frame):
         raise UserError(f"--n {args.n} folds does not fit {len(frame)} images; pass 2 <= --n <= {len(frame)}")
-    rng = np.random.default_rng(args.seed)
-    if args.stratify == 'none':
-        folds = rng.permutation(len(frame)) % args.n
-    elif args.stratify == 'coverage':
+    key = None
+    if args.stratify == 'coverage':
         if 'rle_mask' not in frame.columns:
             raise UserError(f"{src} has no rle_mask column to stratify by coverage; pass --stratify none")
-        folds = assign_folds(coverage_of(frame['rle_mask']), args.n, rng)
-    else:
+        key = coverage_of(frame['rle_mask'])
+    elif args.stratify == 'depth':
         depths = read_csv(src.parent / 'depths.csv', 'depths.csv', ['id', 'z'],
                           "it comes with the competition data; or pass --stratify coverage")
         z = frame['id'].map(dict(zip(depths['id'], depths['z'])))
         if z.isna().any():
             raise UserError(f"depths.csv has no depth for {int(z.isna().sum())} ids of {src}; pass --stratify coverage")
-        folds = assign_folds(z.to_numpy(float), args.n, rng)
+        key = z.to_numpy(float)
+    if args.method == 'sklearn':
+        labels = None if key is None else coverage_classes(key) if args.stratify == 'coverage' else depth_bins(key)
+        folds = sklearn_folds(labels, args.n, len(frame), args.seed)
+    else:
+        rng = np.random.default_rng(args.seed)
+        folds = rng.permutation(len(frame)) % args.n if key is None else assign_folds(key, args.n, rng)
     out = frame.copy()
     out['fold'] = folds
     dst = Path(args.out) if args.out else src.parent / 'train_with_folds.csv'
     save_csv(dst, out)
     sizes = np.bincount(folds, minlength=args.n)
-    print(f"wrote {dst}: {args.n} folds ({args.stratify}), sizes {sizes.min()}-{sizes.max()}")
+    print(f"wrote {dst}: {args.n} folds ({args.stratify}, {args.method}), sizes {sizes.min()}-{sizes.max()}")
     return dst
 
 

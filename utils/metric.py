@@ -43,12 +43,18 @@ def mean_iou(pred, true):
 
 
 def threshold_sweep(probs, true, thresholds):
-    """Scores at every probability threshold in one pass over the pixels.
+    """Scores at every probability threshold in one pass over the pixels (see threshold_image_scores)."""
+    return threshold_image_scores(probs, true, thresholds).mean(0)
+
+
+def threshold_image_scores(probs, true, thresholds):
+    """Per-image scores (N, len(thresholds)) at every probability threshold, in one pass over the pixels.
 
     probs: (N, H, W) floats; true: (N, H, W) binary; thresholds: sorted 1-D array. A pixel is
     predicted salt at threshold t when prob > t. Each pixel is binned by how many thresholds lie
     below its probability; cumulative counts of those bins give, for every threshold at once,
-    the predicted area and its overlap with the truth. Returns an array of len(thresholds).
+    the predicted area and its overlap with the truth. The mean over axis 0 is the score of the
+    whole set at each threshold; the mean over a subset of rows, that subset's.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     n = len(probs)
@@ -72,4 +78,4 @@ def threshold_sweep(probs, true, thresholds):
         out_inter[a:a + m] = np.cumsum(pos_counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
     n_true = truth.sum(1)[:, None]
     union = out_pred + n_true - out_inter
-    return image_scores_from_counts(out_inter, union, np.broadcast_to(n_true, union.shape), out_pred).mean(0)
+    return image_scores_from_counts(out_inter, union, np.broadcast_to(n_true, union.shape), out_pred)

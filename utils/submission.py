@@ -80,3 +80,53 @@ def write_rles(path, ids, rles):
 def write_submission(path, ids, probs, th, min_size=0):
     """Write id,rle_mask in the order of `ids`; returns the share of non-empty masks."""
     return write_rles(path, ids, rle_column(probs, th, min_size))
+
+
+def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
+    """Average raw probability files (each (N, 101, 101), sample_submission.csv order) into one submission.
+
+    One pass over the memory-mapped files, a chunk at a time: sum, check for NaN/inf, average,
+    encode. Only the rle strings (and, with save_probs, a float16 mean saved as out's .npy)
+    outlive a chunk, and nothing is written before every chunk has passed. Returns the share of
+    images with salt.
+    """
+    from pathlib import Path
+
+    from utils.data import test_ids
+    from utils.io import load_npy, save_npy
+    out = Path(out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
+    ids = test_ids(data_dir)
+    arrays = []
+    for f in masks:
+        a = load_npy(f, 'probability masks', 'python3 predict.py --snapshot ...', mmap=True)
+        check_probs(a, f, len(ids), scan=False)
+        arrays.append(a)
+    chunk = 2048
+    acc = np.empty((min(chunk, len(ids)), 101, 101), np.float32)
+    mean16 = np.empty((len(ids), 101, 101), np.float16) if save_probs else None
+    rles = []
+    for a in range(0, len(ids), chunk):
+        s = acc[:min(chunk, len(ids) - a)]
+        with np.errstate(over='ignore', invalid='ignore'):  # judged below, in one line, not as warnings
+            np.copyto(s, arrays[0][a:a + chunk])
+            for x in arrays[1:]:
+                np.add(s, x[a:a + chunk], out=s)
+            # Probabilities in [0, 1] sum to [0, len(arrays)]; NaN, inf, values beyond float32 (inf by now)
+            # and logits do not. As cheap as a NaN check; only on failure is each file read again, in
+            # float64, to name the one at fault. (Values outside [0, 1] that other files make up for at
+            # the same pixel go unnoticed.)
+            ok = s.min() >= 0 and s.max() <= len(arrays)
+        if not ok:
+            raise next((e for f, x in zip(masks, arrays) if (e := out_of_range(x[a:a + chunk], f))),
+                       UserError(f"the sum of {', '.join(map(str, masks))} is outside [0, {len(arrays)}]; pass raw "
+                                 f"masks saved by predict*.py"))
+        np.divide(s, len(arrays), out=s)
+        rles.extend(rle_column(s, th, min_size))
+        if mean16 is not None:
+            mean16[a:a + len(s)] = s
+    with OUT_ADVICE():
+        if mean16 is not None:
+            save_npy(out.with_suffix('.npy'), mean16)
+        return write_rles(out, ids, rles)
