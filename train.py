@@ -63,8 +63,9 @@ def parse_args(argv=None, border=False):
                    help="stochastic weight averaging over the last SHARE (0-1) of the epochs, or of the time budget "
                         "with --schedule_by time; the averaged model is saved under snapshots/swa/ (0: off)")
     p.add_argument('--loader', default='auto', choices=['auto', 'device', 'prefetch'],
-                   help="device: the fold stays on the device and batches are augmented there (auto on CUDA); "
-                        "prefetch: albumentations image by image on a background thread (auto on CPU)")
+                   help="device: the fold stays on the device (GPU or CPU) and whole batches are augmented there "
+                        "(auto, the faster on both); prefetch: albumentations image by image on a background thread "
+                        "(auto with --workers N)")
     p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
     g = p.add_mutually_exclusive_group()
     g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")

@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument('--out', default=None, help="folder for gpu_check.json and gpu_check.md (default: the work folder)")
     p.add_argument('--epochs', type=int, default=None, help="epochs of the recipe row (default 10; 2 with --quick)")
     p.add_argument('--loader', default='auto', choices=['auto', 'device', 'prefetch'],
-                   help="train.py's --loader for the training rows (auto: device on CUDA, prefetch on the CPU)")
+                   help="train.py's --loader for the training rows (auto: device)")
     p.add_argument('--only', default=None, help="comma-separated row names to run (default: all)")
     p.add_argument('--bare', default=None, help=argparse.SUPPRESS)  # internal: the bare loop, as JSON config
     return p.parse_args(argv)
@@ -371,7 +371,7 @@ def main(argv=None):
                      score=fig.get('best_score'), wall_s=seconds, exp=str(exp))
 
     bf16 = '--amp', amp_default
-    loader = args.loader if args.loader != 'auto' else ('device' if c.cuda else 'prefetch')
+    loader = args.loader if args.loader != 'auto' else 'device'
     train_row('train', f"train.py recipe ({'bf16' if c.cuda else 'fp32'}, channels_last, {loader} loader, b{batch})",
               [*bf16], recipe_epochs, 'bf16')
     train_row('train_prefetch', f"train.py --loader prefetch (per-image albumentations thread, b{batch})",

@@ -120,17 +120,16 @@ def resolve_amp(amp, device_type, cuda_bf16=False):
 def resolve_loader(loader, device_type, workers):
     """Which batch path trains: 'device' (fold resident on the device, batched augmentation) or 'prefetch'.
 
-    auto: 'device' on CUDA, where per-image work on the host would leave the GPU waiting;
-    'prefetch' on the CPU, where a background thread overlaps albumentations with the step
-    (benchmarks/gpu_check.py measures both on the CPU too). Worker processes (--workers N > 0)
-    need the per-image path.
+    auto: 'device', on CUDA (per-image work on the host leaves the GPU waiting) and on the CPU alike
+    (where it also beat the background thread: benchmarks/bench_loader.py, results.md); worker
+    processes (--workers N > 0) need the per-image path.
     """
     if loader not in LOADERS:
         raise UserError(f"unknown --loader {loader!r}; pass one of: {', '.join(LOADERS)}")
     if loader == 'auto':
         if workers > 0:
             return 'prefetch'
-        return 'device' if device_type == 'cuda' else 'prefetch'
+        return 'device'
     if loader == 'device' and workers > 0:
         raise UserError("--loader device augments on the device and uses no worker processes; drop --workers or "
                         "pass --loader prefetch")

@@ -68,7 +68,8 @@ def test_resolve_amp_and_loader():
     assert resolve_amp('off', 'cuda', True) is None
     assert resolve_amp('fp16', 'cpu') == torch.float16
     assert resolve_loader('auto', 'cuda', 0) == 'device'
-    assert resolve_loader('auto', 'cpu', 0) == 'prefetch'
+    assert resolve_loader('auto', 'cpu', 0) == 'device'
+    assert resolve_loader('auto', 'cpu', 2) == 'prefetch'
     assert resolve_loader('auto', 'cuda', 4) == 'prefetch'
     assert resolve_loader('device', 'cpu', 0) == 'device'
     with pytest.raises(UserError):

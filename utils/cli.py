@@ -32,7 +32,7 @@ def device_options():
                    help="torch.compile the model, with this mode (reduce-overhead: CUDA graphs, fewer launches); "
                         "the first epoch pays for the compilation")
     g.add_argument('--workers', type=int, default=-1,
-                   help="data loader worker processes for --loader prefetch (-1: none; batches are prepared on a thread)")
+                   help="data loader worker processes, for the per-image path (--loader prefetch); -1: none")
     g.add_argument('--threads', type=int, default=0, help="CPU threads for torch (0: all cores)")
     return p
 
