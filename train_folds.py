@@ -94,7 +94,9 @@ def main(args=None):
         extra = {'resume': ['--resume'], 'restart': ['--overwrite'], 'new': []}[state]
         title = {'resume': f"resuming {d}", 'restart': f"starting {d} again (its run ended before the first "
                  f"checkpoint)", 'new': f"training {d}"}[state]
-        jobs.append(Job(k, [*train, '--experiment_dir', str(d), '--fold', str(k), *extra], d / 'train_folds.log', title))
+        # {fold} in any train.py option names this fold (e.g. --init experiments/bce_fold{fold})
+        argv = [a.replace('{fold}', str(k)) for a in train]
+        jobs.append(Job(k, [*argv, '--experiment_dir', str(d), '--fold', str(k), *extra], d / 'train_folds.log', title))
     if jobs:
         run_jobs(jobs, gpus, slots, prefix_lines=parallel)
         check_jobs(jobs, failure_of, 'training', "fix it and run the same command again: finished folds are "

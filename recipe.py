@@ -1,0 +1,124 @@
+"""A whole recipe as one command: stack, fold, train every fold in two stages, threshold, submission.
+
+    python3 recipe.py --data_dir data                            # the GPU recipe: 5 folds
+    python3 recipe.py --data_dir data --preset cpu --folds 0      # the CPU recipe: one fold, 20 + 10 minutes
+
+Steps (each skipped when its output is already there, so the same command resumes):
+1. utils/stack_and_save.py and utils/make_folds.py --n 5, unless DATA already holds them;
+2. train_folds.py, stage 1: unet_plain_ds with BCE on the mask, the per-scale heads and the
+   salt head (combined_bce), adam 1e-3, a cosine over --stage1_minutes per fold;
+3. train_folds.py, stage 2: Lovasz fine-tuning (combined, adam 1e-4) from each fold's stage-1
+   best snapshot for --stage2_minutes, then the out-of-fold threshold and small-region size
+   over all folds' validation images, each fold's best snapshot predicting the test images with
+   hflip TTA, and their average thresholded into OUT.
+
+It prints the out-of-fold score (over every labeled image of the folds trained) and writes
+EXP.recipe.json with the minutes of each step and that score.
+"""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from utils.cli import Parser
+from utils.errors import UserError, run_cli
+
+ROOT = Path(__file__).resolve().parent
+
+COMMON = ['--arch', 'unet_plain_ds', '--train_augs', 'train_112_v3', '--val_augs', 'val_112',
+          '--val_transforms', 'crop_from_112', '--pretrained', 'none', '--n_epochs', '100000', '--schedule_by', 'time']
+
+# minutes per fold: (stage 1, stage 2); the batch size; extra train.py options
+PRESETS = {
+    'gpu': {'minutes': (1.2, 0.5), 'batch_size': 32, 'extra': []},
+    'cpu': {'minutes': (20.0, 10.0), 'batch_size': 16, 'extra': []},
+    # for the test suite: seconds per stage on a few images
+    'smoke': {'minutes': (0.05, 0.03), 'batch_size': 8, 'extra': ['--limit', '32']},
+}
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split('\n')[0])
+    p.add_argument('--data_dir', default='data', help="the competition's data (train.csv, train/, test/, ...)")
+    p.add_argument('--preset', default='gpu', choices=sorted(PRESETS))
+    p.add_argument('--folds', default='0-4', help="folds to train (default 0-4)")
+    p.add_argument('--experiment_dir', default=None,
+                   help="runs go to EXP_s1_fold{k} and EXP_s2_fold{k} (default experiments/recipe_PRESET)")
+    p.add_argument('--stage1_minutes', type=float, default=None, help="per fold (default: the preset's)")
+    p.add_argument('--stage2_minutes', type=float, default=None, help="per fold (default: the preset's)")
+    p.add_argument('--batch_size', type=int, default=None, help="default: the preset's")
+    p.add_argument('--device', default='auto')
+    p.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
+                   help="auto: bf16 on CUDA; on the CPU bf16 where it runs natively, else fp32")
+    p.add_argument('--tta', default='null_hflip')
+    p.add_argument('--out', default=None, help="submission CSV (default EXP.submission.csv)")
+    args = p.parse_args(argv)
+    for name in ('stage1_minutes', 'stage2_minutes'):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            p.error(f"--{name} must be a positive number of minutes")
+    return args
+
+
+def run(step, cmd):
+    print(f"\n== {step}: {' '.join(str(c) for c in cmd)}", flush=True)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT)
+    if r.returncode != 0:
+        raise UserError(f"{step} failed (exit {r.returncode}; its error is above); fix it and run the same command "
+                        f"again: finished steps and folds are skipped")
+    return (time.monotonic() - t0) / 60
+
+
+def main(args=None):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+    preset = PRESETS[args.preset]
+    m1 = args.stage1_minutes or preset['minutes'][0]
+    m2 = args.stage2_minutes or preset['minutes'][1]
+    batch = args.batch_size or preset['batch_size']
+    data = Path(args.data_dir)
+    exp = Path(args.experiment_dir or f'experiments/recipe_{args.preset}')
+    out = Path(args.out) if args.out else exp.with_name(exp.name + '.submission.csv')
+    amp = args.amp
+    if amp == 'auto':
+        from net.runtime import cpu_has_native_bf16
+        amp = 'auto' if args.device != 'cpu' and _cuda() else ('bf16' if cpu_has_native_bf16() else 'off')
+    minutes = {}
+    t0 = time.monotonic()
+    if not (data / 'train_images.npy').is_file() or not (data / 'test_images.npy').is_file():
+        minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
+    if not (data / 'train_with_folds.csv').is_file():
+        minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
+    shared = [*COMMON, '--batch_size', str(batch), '--data_dir', data, '--device', args.device, '--amp', amp,
+              *preset['extra']]
+    s1, s2 = f'{exp}_s1', f'{exp}_s2'
+    minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *shared,
+                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1])
+    minutes['stage 2 + predict'] = run('stage 2', [
+        'train_folds.py', '--folds', args.folds, '--experiment_dir', s2, *shared, '--loss', 'combined',
+        '--optimizer', 'adam_1e-4', '--max_minutes', m2, '--init', f'{s1}_fold{{fold}}',
+        '--predict', '--tta', args.tta, '--out', out])
+    total = (time.monotonic() - t0) / 60
+    oof_path = Path(f'{s2}.oof.best.json')
+    oof = json.loads(oof_path.read_text()) if oof_path.is_file() else {}
+    record = {'preset': args.preset, 'folds': args.folds, 'stage_minutes_per_fold': [m1, m2], 'batch_size': batch,
+              'minutes': minutes, 'total_minutes': total, 'submission': str(out),
+              'out_of_fold_score': oof.get('score'), 'out_of_fold_score_with_min_size': oof.get('score_with_min_size'),
+              'threshold': oof.get('threshold'), 'min_size': oof.get('min_size'), 'images': oof.get('images'),
+              'command': ' '.join(['recipe.py'] + sys.argv[1:])}
+    from utils.io import save_json
+    save_json(exp.with_name(exp.name + '.recipe.json'), record)
+    print(f"\nrecipe {args.preset}: {total:.1f} min; out-of-fold score {oof.get('score_with_min_size') or oof.get('score')} "
+          f"over {oof.get('images')} images (threshold {oof.get('threshold')}, min size {oof.get('min_size')}); "
+          f"submission {out}")
+    return record
+
+
+def _cuda():
+    import torch
+    return torch.cuda.is_available()
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -1,0 +1,35 @@
+"""recipe.py, the whole recipe as one command, on a tiny budget (the GPU preset's steps, on the CPU)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_recipe_smoke_runs_every_step_and_resumes(tmp_path):
+    from conftest import cut_real
+    data = cut_real(tmp_path / 'data', 48, 12)  # raw PNGs: the recipe stacks and folds them itself
+    exp = tmp_path / 'exp' / 'r'
+    cmd = [sys.executable, 'recipe.py', '--preset', 'smoke', '--data_dir', str(data), '--folds', '0-1',
+           '--experiment_dir', str(exp), '--device', 'cpu']
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (data / 'train_images.npy').is_file() and (data / 'train_with_folds.csv').is_file()
+    for stage in ('s1', 's2'):
+        for k in (0, 1):
+            assert (exp.parent / f'r_{stage}_fold{k}' / 'summary.json').is_file()
+    cfg = json.loads((exp.parent / 'r_s2_fold1' / 'train_config.json').read_text())
+    assert cfg['init'].startswith(str(exp.parent / 'r_s1_fold1')) and cfg['loss'] == 'combined'
+    record = json.loads((exp.parent / 'r.recipe.json').read_text())
+    sub = pd.read_csv(record['submission'], dtype=str, keep_default_na=False)
+    assert list(sub.columns) == ['id', 'rle_mask'] and len(sub) == 12
+    assert record['images'] == 2 * 8  # --limit 32 validates 32 // 4 images of each fold
+    assert 0.0 <= record['out_of_fold_score'] <= 1.0
+    assert 'out-of-fold score' in r.stdout
+    # the same command again: every fold is finished, nothing trains again
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count('skipped') >= 4
