@@ -96,7 +96,7 @@ def finish(out, ids, probs, th, extra=None, min_size=0):
 
 def main(args=None, tta=False):
     args = args if args is not None and not isinstance(args, list) else parse_args(args, tta)
-    from net.engine import setup_runtime
+    from net.runtime import setup_runtime
     from net.tta import build_tta
     from utils.data import load_test_images
     from utils.io import load_snapshot

@@ -59,7 +59,7 @@ def best_per_cycle(snapshot_dir):
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from net.engine import setup_runtime
+    from net.runtime import setup_runtime
     from net.tta import build_tta
     from predict import finish, predict_one, resolve_data_dir
     from utils.data import load_test_images

@@ -27,7 +27,7 @@ from utils.errors import UserError, run_cli
 ROOT = Path(__file__).resolve().parent
 
 COMMON = ['--arch', 'unet_plain_ds', '--train_augs', 'train_112_v3', '--val_augs', 'val_112',
-          '--val_transforms', 'crop_from_112', '--pretrained', 'none', '--n_epochs', '100000', '--schedule_by', 'time']
+          '--val_transforms', 'crop_from_112', '--n_epochs', '100000', '--schedule_by', 'time']
 
 # minutes per fold: (stage 1, stage 2); the batch size; extra train.py options
 PRESETS = {
@@ -109,9 +109,10 @@ def main(args=None):
               'command': ' '.join(['recipe.py'] + sys.argv[1:])}
     from utils.io import save_json
     save_json(exp.with_name(exp.name + '.recipe.json'), record)
-    print(f"\nrecipe {args.preset}: {total:.1f} min; out-of-fold score {oof.get('score_with_min_size') or oof.get('score')} "
-          f"over {oof.get('images')} images (threshold {oof.get('threshold')}, min size {oof.get('min_size')}); "
-          f"submission {out}")
+    score = oof.get('score_with_min_size') or oof.get('score')
+    print(f"\nrecipe {args.preset}: {total:.1f} min; out-of-fold score "
+          f"{'-' if score is None else f'{score:.4f}'} over {oof.get('images')} images (threshold {oof.get('threshold')}, "
+          f"min size {oof.get('min_size')}); submission {out}")
     return record
 
 

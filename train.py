@@ -49,11 +49,16 @@ def parse_args(argv=None, border=False):
     p.add_argument('--fold', type=int, default=0)
     p.add_argument('--folds_csv', default=None, help="folds file (default: DATA_DIR/train_with_folds.csv)")
     p.add_argument('--experiment_dir', required=True)
-    p.add_argument('--pretrained', default='imagenet',
-                   help="encoder weights: imagenet (torchvision's, when cached or downloadable), none, or a path to a state dict")
+    p.add_argument('--pretrained', default='auto',
+                   help="encoder weights: auto (ImageNet weights where the encoder has them and they are cached or "
+                        "downloadable, else from scratch, quietly), imagenet (the same, with a warning when they "
+                        "cannot be had), none, or a path to an encoder state dict")
     p.add_argument('--init', default=None, metavar='SNAPSHOT',
                    help="start from all weights of a snapshot of the same --arch, or of an experiment directory's best "
                         "snapshot (e.g. a BCE run, to fine-tune with lovasz)")
+    p.add_argument('--keep_snapshots', type=int, default=0, metavar='K',
+                   help="keep only the K best snapshots of each cycle (with their validation masks), deleting the "
+                        "others as they fall out (0: keep all; a wide_resnet snapshot is about 450 MB)")
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--max_minutes', type=float, default=0,
                    help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
@@ -73,6 +78,8 @@ def parse_args(argv=None, border=False):
     args = p.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
         p.error(f"--lr must be a positive number; got {args.lr}")
+    if args.keep_snapshots < 0:
+        p.error(f"--keep_snapshots must be 0 (keep all) or more; got {args.keep_snapshots}")
     for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -91,7 +98,7 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init', 'swa', 'lr']
+            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
     if args.init:

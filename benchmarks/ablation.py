@@ -122,7 +122,9 @@ def validation_scores(snaps, data_dir):
     import numpy as np
     import torch
 
-    from net.engine import float_input, predict_probs, setup_runtime
+    from net.engine import predict_probs
+    from net.loader import float_input
+    from net.runtime import setup_runtime
     from net.inference import model_from_snapshot, transforms_for
     from net.tta import TTAS
     from optimize_threshold import true_masks_for
@@ -133,7 +135,7 @@ def validation_scores(snaps, data_dir):
 
     first = snaps[0]
     true = true_masks_for(val_masks_path(first), data_dir)
-    probs = np.mean([np.load(val_masks_path(s)).astype(np.float32) for s in snaps], axis=0)
+    probs = np.mean([np.load(val_masks_path(s), allow_pickle=False).astype(np.float32) for s in snaps], axis=0)
     ths = np.linspace(0, 1, 101)
     sweep = threshold_sweep(probs, true, ths)
     b = int(np.argmax(sweep))

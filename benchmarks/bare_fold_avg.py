@@ -31,7 +31,7 @@ def main():
     with open(f'{args.data_dir}/sample_submission.csv') as f:
         ids = [row['id'] for row in csv.DictReader(f)]
     t_loop = time.perf_counter()
-    arrays = [np.load(f, mmap_mode='r') for f in args.masks]
+    arrays = [np.load(f, mmap_mode='r', allow_pickle=False) for f in args.masks]
     with open(args.out, 'w') as f:
         f.write('id,rle_mask\n')
         for a in range(0, len(ids), 2048):

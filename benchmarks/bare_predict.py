@@ -32,7 +32,7 @@ def main():
     model = build_model(snap['arch'], pretrained=None)
     model.load_state_dict(snap['model'])
     model.eval()
-    images = np.load(Path(args.data_dir) / 'test_images.npy', mmap_mode='r')
+    images = np.load(Path(args.data_dir) / 'test_images.npy', mmap_mode='r', allow_pickle=False)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     scale, shift = 1.0 / std, -mean / std

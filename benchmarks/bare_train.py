@@ -39,8 +39,8 @@ def main():
     from net.models import build_model
 
     d = Path(args.data_dir)
-    images = np.load(d / 'train_images.npy')
-    masks = np.load(d / 'train_masks.npy')
+    images = np.load(d / 'train_images.npy', allow_pickle=False)
+    masks = np.load(d / 'train_masks.npy', allow_pickle=False)
     with open(d / 'train.csv') as f:
         pos = {row['id']: k for k, row in enumerate(csv.DictReader(f))}
     with open(d / 'train_with_folds.csv') as f:

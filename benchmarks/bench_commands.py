@@ -44,7 +44,7 @@ def test_set(work, data, n):
     if (d / 'test_images.npy').is_file():
         return d
     d.mkdir(parents=True, exist_ok=True)
-    real = np.load(data / 'test_images.npy')
+    real = np.load(data / 'test_images.npy', allow_pickle=False)
     reps = np.arange(n) % len(real)
     np.save(d / 'test_images.npy', real[reps])
     with open(d / 'sample_submission.csv', 'w') as f:
@@ -190,7 +190,7 @@ def bench_stack(work, real, quick, repeats, threads):
         f"{repeats} round(s)")
     res = interleaved({'cmd': lambda: run_measured([PY, 'utils/stack_and_save.py', '--data_dir', d]),
                        'bare': lambda: run_measured([PY, BENCH / 'bare_stack.py', '--data_dir', d])}, repeats)
-    same = all(np.array_equal(np.load(d / f'{k}.npy'), np.load(d / f'bare_{k}.npy'))
+    same = all(np.array_equal(np.load(d / f'{k}.npy', allow_pickle=False), np.load(d / f'bare_{k}.npy', allow_pickle=False))
                for k in ('train_images', 'train_masks', 'test_images'))
     note = (f"{n_train} train (image+mask) + {n_test} test = {n_png} PNGs (symlinks to real ones, warm cache); "
             f"arrays identical to the bare loop's: {'yes' if same else 'NO'}")
@@ -202,7 +202,7 @@ def bench_fold_avg(work, data, quick, repeats):
     n, k = (4500, 2) if quick else (18000, 5)
     d = test_set(work, data, n)
     files = []
-    true = np.load(data / 'train_masks.npy')
+    true = np.load(data / 'train_masks.npy', allow_pickle=False)
     for f in range(k):
         p = work / f'fold_probs_{n}_{f}.npy'
         if not p.is_file():
@@ -233,7 +233,7 @@ def bench_threshold(work, data, quick, repeats):
     exp = work / 'exp_threshold'
     masks_fn = exp / 'snapshots' / 'val_masks_epoch_1.loss_0.5000.iout_0.500.npy'
     tr, va = fold_indices(data, data / 'train_with_folds.csv', 0)
-    true = np.load(data / 'train_masks.npy')[va]
+    true = np.load(data / 'train_masks.npy', allow_pickle=False)[va]
     if not masks_fn.is_file():
         masks_fn.parent.mkdir(parents=True, exist_ok=True)
         np.save(masks_fn, realistic_probs(true, len(true), seed=7))
@@ -241,7 +241,7 @@ def bench_threshold(work, data, quick, repeats):
             'data_dir': str(data), 'folds_csv': str(data / 'train_with_folds.csv'), 'fold': 0, 'limit': 0}))
     log(f"threshold: optimize_threshold.py over {len(va)} masks, 101 thresholds; sweep vs loop in-process")
     runs = [run_measured([PY, 'optimize_threshold.py', '--masks_fn', masks_fn, '--steps', 101]) for _ in range(repeats)]
-    probs = np.load(masks_fn)
+    probs = np.load(masks_fn, allow_pickle=False)
     ths = np.linspace(0, 1, 101)
 
     def t_sweep(k):

@@ -123,9 +123,6 @@ def bare_loop(cfg):
                 times.append(time.perf_counter() - t0)
         out.append({**s, 'epoch_seconds': statistics.median(times), 'steps': steps,
                     'train_img_per_s': steps * bs / statistics.median(times)})
-        del model, opt, pool, val
-        if rt.cuda:
-            torch.cuda.empty_cache()
     print(json.dumps(out))
 
 

@@ -12,11 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from net.loader import (HostEpoch, Prefetcher, ResidentData, TrainBatches, batches, float_input,  # noqa: F401
-                        targets_from, to_input)
-from net.runtime import (MEAN, STD, Runtime, cpu_has_native_bf16, out_of_memory_is_user_error,  # noqa: F401
-                         setup_runtime)
+from net.loader import float_input, targets_from
 from utils.errors import UserError
+
 
 def unwrap(model):
     """The plain model inside a DDP or compiled wrapper (whose state_dict keys are the plain ones)."""

@@ -252,3 +252,28 @@ def test_imagenet_unavailable_for_own_encoders(offline_hub, capsys, name):
     lines = _warning_lines(capsys.readouterr().err)
     assert len(lines) == 1 and 'local' in lines[0]
     assert not offline_hub
+
+
+def test_pretrained_auto_is_quiet_without_weights_and_loads_them_when_cached(offline_hub, capsys):
+    """--pretrained auto (the default): offline, no warning and random init; with a cached file, its weights."""
+    from torchvision.models import ResNet34_Weights
+    torch.manual_seed(0)
+    model = build_model('unet_resnet34_v1', pretrained='auto')
+    assert offline_hub, 'the download should have been attempted'
+    assert capsys.readouterr().err == ''
+    assert socket.getdefaulttimeout() is None
+    for name in ('unet_lite', 'seresnext'):  # encoders without torchvision weights: nothing to say either
+        build_model(name, pretrained='auto')
+        assert capsys.readouterr().err == ''
+    state = _perturbed_encoder_state('unet_resnet34_v1')
+    path = hub_checkpoint_path(ResNet34_Weights.IMAGENET1K_V1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # the failed download made the folder
+    torch.save(state, path)
+    loaded = build_model('unet_resnet34_v1', pretrained='auto').encoder.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert not any(torch.equal(model.encoder.state_dict()[k], v) for k, v in state.items() if v.dim() > 1)
+
+
+def test_train_defaults_to_pretrained_auto():
+    from train import parse_args
+    assert parse_args(['--experiment_dir', 'x']).pretrained == 'auto'

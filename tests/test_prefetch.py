@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from net.augmentations import build_train_aug
-from net.engine import Prefetcher, batches, setup_runtime
+from net.loader import Prefetcher, batches
+from net.runtime import setup_runtime
 from utils.data import TrainDataset
 
 

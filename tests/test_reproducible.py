@@ -51,7 +51,8 @@ def test_seed_fixes_folds(data, tmp_path):
 def test_seed_fixes_batches_and_augmentations():
     """The loader's order and augmentation draws depend on (seed, epoch) only, not on earlier draws."""
     from net.augmentations import build_train_aug
-    from net.engine import Runtime, batches
+    from net.loader import batches
+    from net.runtime import Runtime
     from utils.data import TrainDataset
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (8, 101, 101), dtype=np.uint8)

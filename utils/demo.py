@@ -8,6 +8,7 @@ prediction — and scores the submission on held-out demo images whose masks it 
 the all-empty answer it has to beat.
 """
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -27,13 +28,22 @@ def parse_args(argv=None):
 
 
 def run(cmd):
-    """Run one pipeline command as a user would (from the repo root), echoing it; its stdout is returned."""
+    """Run one pipeline command as a user would (from the repo root), echoing it.
+
+    Its output is shown line by line as it comes (the epochs of a training run as they end) and
+    its stdout is also returned.
+    """
     print(f"\n$ {cmd}", flush=True)
-    done = subprocess.run([sys.executable] + shlex.split(cmd)[1:], cwd=ROOT, text=True, stdout=subprocess.PIPE)
-    sys.stdout.write(done.stdout)
-    if done.returncode:
-        raise SystemExit(f"demo: step failed with exit code {done.returncode}: {cmd}")
-    return done.stdout
+    lines = []
+    with subprocess.Popen([sys.executable] + shlex.split(cmd)[1:], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                          env=dict(os.environ, PYTHONUNBUFFERED='1')) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+    if proc.returncode:
+        raise SystemExit(f"demo: step failed with exit code {proc.returncode}: {cmd}")
+    return ''.join(lines)
 
 
 def write_all_empty(submission, out):
@@ -52,12 +62,12 @@ def main(argv=None):
     run(f"python3 utils/make_folds.py --p {data}/train.csv --n 5")
     # bf16 autocast where the CPU runs it natively (AMX): about twice the epochs in the same minutes
     sys.path.insert(0, str(ROOT))
-    from net.engine import cpu_has_native_bf16
+    from net.runtime import cpu_has_native_bf16
     amp = '--amp bf16 ' if cpu_has_native_bf16() else ''
     run(f"python3 train.py --arch unet_lite --loss BCE --optimizer adam_1e-3 --batch_size 16 {amp}"
         f"--n_epochs 1000 --max_minutes {args.minutes} --schedule_by time "
         f"--train_augs train_128_v3 --val_augs val_128 --val_transforms crop_from_128 "
-        f"--fold 0 --data_dir {data} --pretrained none --experiment_dir {exp} --overwrite")
+        f"--fold 0 --data_dir {data} --experiment_dir {exp} --overwrite")
     run(f"python3 optimize_threshold.py --masks_fn {exp}")
     submission = f"{exp}/predictions/demo_submission.csv"
     run(f"python3 predict_tta.py --snapshot {exp} --th auto --tta null_hflip {amp}--out {submission}")

@@ -141,7 +141,18 @@ class Experiment:
                 if not had_masks:  # masks without their snapshot would only take space on a full disk
                     masks.unlink(missing_ok=True)
                 raise
+        if config.get('keep_snapshots'):
+            self.prune_snapshots(path.parent, config['keep_snapshots'])
         return path
+
+    def prune_snapshots(self, folder, keep):
+        """Delete all but the `keep` best snapshots of one folder (a cycle's), with their validation
+        masks and threshold files; best by validation score, the later epoch on ties (as best_snapshot_of)."""
+        snaps = sorted((p for p in Path(folder).glob('epoch_*') if p.is_file()), key=snapshot_score, reverse=True)
+        for old in snaps[keep:]:
+            masks = val_masks_path(old)
+            for p in (old, masks, best_json_path(masks)):
+                p.unlink(missing_ok=True)
 
     def write_log(self, rows):
         with self.writing():

@@ -3,7 +3,7 @@
 Every model maps x (N, 3, H, W), H and W multiples of 32 (16 for the unet_lite and unet_plain families), ImageNet-normalised gray repeated to
 three channels, to a dict of float32 logits: 'mask' (N, 1, H, W) always, and per model some of
 'aux' (list of (N, 1, H, W)), 'salt' (N,), 'border' (N, 1, H, W); ``model.output_keys`` says which.
-``pretrained``: None/'none', 'imagenet', or a path to an encoder state dict (see ``pretrained.py``).
+``pretrained``: None/'none', 'auto', 'imagenet', or a path to an encoder state dict (see ``pretrained.py``).
 """
 from utils.errors import lookup
 

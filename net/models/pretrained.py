@@ -1,7 +1,8 @@
 """Encoder initialisation from ImageNet weights or a local state-dict file.
 
 ``pretrained`` is one of: None / 'none' (random init), 'imagenet' (torchvision weights,
-from torch.hub's cache or downloaded once), or a path to an encoder state dict.
+from torch.hub's cache or downloaded once), 'auto' (ImageNet weights where the encoder has them
+and they can be had, else random init, quietly), or a path to an encoder state dict.
 A broken local file is the user's to fix, so it raises :class:`UserError`; unavailable
 ImageNet weights only cost accuracy, so they print one warning line and training goes on.
 """
@@ -40,8 +41,8 @@ def hub_checkpoint_path(weights):
     return os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(urlparse(weights.url).path))
 
 
-def _fetch_imagenet(weights, arch):
-    """State dict of torchvision ``weights``, or None (after a warning) when it cannot be had."""
+def _fetch_imagenet(weights, arch, quiet=False):
+    """State dict of torchvision ``weights``, or None (after a warning unless quiet) when it cannot be had."""
     cached = hub_checkpoint_path(weights)
     if os.path.isfile(cached):
         try:
@@ -55,6 +56,8 @@ def _fetch_imagenet(weights, arch):
             socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as e:
+        if quiet:
+            return None
         warn(f'{arch}: ImageNet weights could not be loaded (not in {os.path.dirname(cached)} and download '
              f'failed: {_short(e)}); training goes on from random init')
         return None
@@ -128,7 +131,14 @@ def init_encoder_weights(encoder, pretrained, arch, imagenet=None):
     """
     if pretrained is None or (isinstance(pretrained, str) and pretrained.strip().lower() in ('', 'none')):
         return
-    if isinstance(pretrained, str) and pretrained.strip().lower() == 'imagenet':
+    choice = pretrained.strip().lower() if isinstance(pretrained, str) else None
+    if choice == 'auto':
+        # The default: what an encoder can have, without a word when it cannot (e.g. offline).
+        state = _fetch_imagenet(imagenet, arch, quiet=True) if imagenet is not None else None
+        if state is not None:
+            load_state_into_encoder(encoder, state, f'ImageNet weights {imagenet}', arch)
+        return
+    if choice == 'imagenet':
         if imagenet is None:
             warn(f'{arch}: torchvision has no ImageNet weights for this encoder; pass a local encoder '
                  f'state dict file as pretrained=PATH; training goes on from random init')
@@ -138,6 +148,6 @@ def init_encoder_weights(encoder, pretrained, arch, imagenet=None):
             load_state_into_encoder(encoder, state, f'ImageNet weights {imagenet}', arch)
         return
     if not isinstance(pretrained, (str, os.PathLike)):
-        raise UserError(f"pretrained must be None, 'none', 'imagenet' or a file path, got {pretrained!r}")
+        raise UserError(f"pretrained must be None, 'none', 'auto', 'imagenet' or a file path, got {pretrained!r}")
     path = os.fspath(pretrained)
     load_state_into_encoder(encoder, _read_file(path), f'pretrained weights file {path}', arch)

@@ -1,0 +1,44 @@
+"""--keep_snapshots K: only the K best snapshots of each cycle stay on disk, with their masks."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from utils.experiment import Experiment, best_json_path, snapshot_score, val_masks_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prune_keeps_the_best_by_score_later_on_ties(tmp_path):
+    folder = tmp_path / 'snapshots'
+    folder.mkdir()
+    names = ['epoch_1.loss_0.5000.iout_0.600', 'epoch_2.loss_0.4000.iout_0.700', 'epoch_3.loss_0.3000.iout_0.700',
+             'epoch_4.loss_0.2000.iout_0.650', 'epoch_5.loss_0.1000.iout_0.500']
+    for n in names:
+        (folder / n).write_bytes(b'x')
+        val_masks_path(folder / n).write_bytes(b'm')
+        best_json_path(val_masks_path(folder / n)).write_text('{}')
+    Experiment(tmp_path).prune_snapshots(folder, 2)
+    left = sorted(p.name for p in folder.glob('epoch_*'))
+    assert left == sorted(['epoch_3.loss_0.3000.iout_0.700', 'epoch_2.loss_0.4000.iout_0.700'])
+    assert sorted(p.name for p in folder.glob('val_masks_*.npy')) == sorted(f'val_masks_{n}.npy' for n in left)
+    assert len(list(folder.glob('*.best.json'))) == 2
+
+
+def test_train_keeps_k_snapshots(tmp_path):
+    from conftest import stacked_cut
+    data = stacked_cut(tmp_path / 'data', 48, 8)
+    exp = tmp_path / 'exp'
+    r = subprocess.run([sys.executable, 'train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
+                        '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
+                        '--batch_size', '8', '--n_epochs', '5', '--keep_snapshots', '1', '--data_dir', str(data),
+                        '--experiment_dir', str(exp), '--device', 'cpu', '--threads', '1'],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = r.stdout.count('saved epoch_')
+    snaps = list((exp / 'snapshots').glob('epoch_*'))
+    assert len(snaps) == 1 and saved >= 1
+    log = pd.read_csv(exp / 'logs' / 'log.csv')
+    assert snapshot_score(snaps[0])[0] == round(log['val_score'].max(), 3)
+    assert [p.name for p in (exp / 'snapshots').glob('val_masks_*')] == [f'val_masks_{snaps[0].name}.npy']
