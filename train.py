@@ -154,7 +154,7 @@ def _train(args, exp):
         exp.check(resume=True, overwrite=False)
         resume = load_checkpoint(exp.checkpoint_path)
         config = resume['config']
-        # Only the length of the run and its time budget may change when resuming.
+        # Only the length of the run, its time budget and how many snapshots it keeps may change when resuming.
         if args.n_epochs and args.n_epochs != config['n_epochs']:
             if config['cycles'] > 1:
                 raise UserError(f"--n_epochs cannot change when resuming a --cycles {config['cycles']} run (it would move "
@@ -162,6 +162,8 @@ def _train(args, exp):
             config['n_epochs'] = max(args.n_epochs, resume['epoch'])
         if args.max_minutes:
             config['max_minutes'] = args.max_minutes
+        if args.keep_snapshots:  # e.g. after a full disk: keep fewer from now on
+            config['keep_snapshots'] = args.keep_snapshots
     else:
         config = build_config(args)
         exp.check(resume=False, overwrite=args.overwrite)

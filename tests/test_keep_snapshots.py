@@ -42,3 +42,23 @@ def test_train_keeps_k_snapshots(tmp_path):
     log = pd.read_csv(exp / 'logs' / 'log.csv')
     assert snapshot_score(snaps[0])[0] == round(log['val_score'].max(), 3)
     assert [p.name for p in (exp / 'snapshots').glob('val_masks_*')] == [f'val_masks_{snaps[0].name}.npy']
+
+
+def test_resume_can_start_keeping_fewer_snapshots(tmp_path):
+    """After a full disk: --resume --keep_snapshots K prunes the run from the next saved snapshot on."""
+    from conftest import stacked_cut
+    data = stacked_cut(tmp_path / 'data', 48, 8)
+    exp = tmp_path / 'exp'
+    base = [sys.executable, 'train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
+            '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
+            '--batch_size', '8', '--data_dir', str(data), '--experiment_dir', str(exp), '--device', 'cpu',
+            '--threads', '1']
+    first = subprocess.run(base + ['--n_epochs', '3'], cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    more = subprocess.run(base + ['--n_epochs', '8', '--resume', '--keep_snapshots', '1'], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert more.returncode == 0, more.stderr[-2000:]
+    import json
+    assert json.loads((exp / 'train_config.json').read_text())['keep_snapshots'] == 1
+    if 'saved epoch_' in more.stdout:  # pruning happens when a snapshot is saved (test_prune_* covers the rule)
+        assert len(list((exp / 'snapshots').glob('epoch_*'))) == 1

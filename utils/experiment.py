@@ -107,8 +107,8 @@ class Experiment:
     def _advise(self, e):
         again = ("continue with --resume (the last checkpoint and snapshots are intact)" if self.checkpoint_path.is_file()
                  else "start it again" + (" with --overwrite" if self.has_run() else ""))
-        return e.advise(space=f"free space there (e.g. snapshots of runs you no longer need) and {again}, or train in "
-                              f"another --experiment_dir",
+        return e.advise(space=f"free space there (e.g. snapshots of runs you no longer need; --keep_snapshots K keeps "
+                              f"only each cycle's K best) and {again}, or train in another --experiment_dir",
                         access=f"make {self.root} writable and {again}, or train in another --experiment_dir")
 
     def load_config(self):
