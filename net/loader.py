@@ -193,7 +193,7 @@ def batches(dataset, batch_size, rt, seed, epoch):
         # earlier loader that is still running must not draw from (and shift) this one's generator.
         from net.augmentations import reseed
         dataset = copy.copy(dataset)
-        dataset.aug = reseed(copy.deepcopy(dataset.aug), (seed * SEED_STRIDE + epoch * 7919 + rt.rank) % 2 ** 32)
+        dataset.aug = reseed(copy.deepcopy(dataset.aug), epoch_seed(seed, epoch, rt.rank) % 2 ** 32)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
         num_workers=rt.workers, pin_memory=rt.cuda, drop_last=True,
