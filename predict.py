@@ -67,7 +67,7 @@ def default_out(snapshot, tag):
 
 def predict_one(path, args, rt, images, tta, snap=None):
     """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one}."""
-    from net.engine import predict_probs
+    from net.inference import predict_probs
     from net.inference import model_from_snapshot, transforms_for
     model, snap = model_from_snapshot(path, rt, args.arch, snap)
     val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)

@@ -120,11 +120,8 @@ def load_fold(config):
         tr, va = tr[:config['limit']], va[:max(1, config['limit'] // 4)]
     if len(tr) < config['batch_size']:
         raise UserError(f"only {len(tr)} training images for --batch_size {config['batch_size']}; lower --batch_size")
-    val_targets = masks[va][:, None]
-    if config['border']:
-        from net.augmentations import border_of
-        val_targets = np.concatenate([val_targets, np.stack([border_of(m) for m in masks[va]])[:, None]], axis=1)
-    return images[tr], masks[tr], images[va], val_targets
+    from utils.data import targets_of
+    return images[tr], masks[tr], images[va], targets_of(masks[va], config['border'])
 
 
 def main(args=None, border=False):
@@ -141,7 +138,7 @@ def _train(args, exp):
     import torch
 
     from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_val_aug
-    from net.engine import fit
+    from net.loop import fit
     from net.loader import TrainBatches
     from net.losses import build_loss
     from net.models import build_model

@@ -122,7 +122,7 @@ def validation_scores(snaps, data_dir):
     import numpy as np
     import torch
 
-    from net.engine import predict_probs
+    from net.inference import predict_probs
     from net.loader import float_input
     from net.runtime import setup_runtime
     from net.inference import model_from_snapshot, transforms_for

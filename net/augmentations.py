@@ -53,31 +53,6 @@ REFLECT = cv2.BORDER_REFLECT_101  # == torch F.pad(mode='reflect'), so train and
 SHIFT_V3 = 10
 
 
-def border_of(mask, width=2):
-    """Contour band of the salt body: uint8 (H, W) in {0, 1} from a mask (H, W) (bool, {0,1} or {0,255}).
-
-    The band is ``width`` px thick and straddles the salt/non-salt boundary: ``width - width // 2`` px on
-    the salt side and ``width // 2`` px on the background side (default 2: one pixel each side, i.e. the
-    3x3 morphological gradient). Replicated borders make the frame invisible: an empty or full mask has
-    no border, and salt touching the image edge gets no band along that edge.
-    """
-    m = (np.asarray(mask) > 0).astype(np.uint8)
-    if m.ndim != 2:
-        raise ValueError(f"border_of expects a 2-D mask, got shape {m.shape}")
-    if width < 1:
-        raise ValueError(f"border width must be >= 1, got {width}")
-    inner, outer = width - width // 2, width // 2
-    band = m - cv2.erode(m, _square(inner), borderType=cv2.BORDER_REPLICATE)
-    if outer:
-        band |= cv2.dilate(m, _square(outer), borderType=cv2.BORDER_REPLICATE) - m
-    return band
-
-
-def _square(radius):
-    # Square (chessboard) elements keep a diagonal boundary's band 8-connected.
-    return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
-
-
 def reseed(aug, seed=None):
     """Give all transforms of ``aug`` one shared generator seeded with ``seed`` (None: OS entropy).
 

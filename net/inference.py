@@ -1,6 +1,9 @@
-"""Loading a model from a snapshot and predicting the test set with it."""
+"""Inference every predict script shares: a model from a snapshot, its transforms, and predict_probs."""
+import numpy as np
 import torch
+from tqdm import tqdm
 
+from net.loader import float_input, targets_from
 from utils.errors import UserError
 from utils.io import load_snapshot
 
@@ -36,3 +39,63 @@ def transforms_for(snap, val_augs=None, val_transforms=None):
     from net.augmentations import build_back_transform, build_val_aug
     return (build_val_aug(val_augs or snap['val_augs']),
             build_back_transform(val_transforms or snap['val_transforms']))
+
+
+# Images moved to the device at once, and probabilities moved back at once: one host round trip per
+# chunk instead of per batch (a 2048 x 101 x 101 float16 chunk is 42 MB).
+CHUNK = 2048
+
+
+@torch.no_grad()
+def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('mask',), out_dtype=np.float16,
+                  desc=None, targets=None, loss_fn=None):
+    """Probabilities at 101x101 for uint8 images (N, 101, 101), averaged over the TTA views.
+
+    images and targets ((N, K, 101, 101) uint8) are numpy arrays or tensors already on the device
+    (the resident validation fold). val_aug maps (B, C, 101, 101) to the model's input size and
+    back maps outputs to 101x101; tta is a list of (forward, inverse) pairs applied around the
+    model. With `targets` and `loss_fn`, also returns the mean loss of the plain view.
+    Returns ({key: array (N, 101, 101) out_dtype}, mean loss or None). The loss is summed on the
+    device; the host waits once per CHUNK images.
+    """
+    model.eval()
+    n = len(images)
+    out = {k: np.empty((n, 101, 101), out_dtype) for k in keys}
+    loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
+    bar = tqdm(total=n, desc=desc, unit='img', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
+    for c in range(0, n, CHUNK):
+        chunk = _on_device(images[c:c + CHUNK], rt)
+        truth = _on_device(targets[c:c + CHUNK], rt) if loss_fn is not None else None
+        parts = {k: [] for k in keys}
+        for a in range(0, len(chunk), batch_size):
+            batch = chunk[a:a + batch_size]
+            x = float_input(val_aug(batch[:, None].float() / 255.0), rt)
+            acc = {k: None for k in keys}
+            for view, (fwd, inv) in enumerate(tta):
+                with rt.autocast():
+                    o = model(fwd(x))
+                if view == 0 and truth is not None:
+                    t = (val_aug(truth[a:a + batch_size].float()) > 0.5).float()
+                    loss_sum += loss_fn(o, targets_from(t)).detach().double() * len(batch)
+                for k in keys:
+                    p = inv(torch.sigmoid(o[k].float()))
+                    acc[k] = p if acc[k] is None else acc[k] + p
+            for k in keys:
+                parts[k].append(back(acc[k] / len(tta))[:, 0].to(_torch_dtype(out_dtype)))
+            bar.update(len(batch))
+        for k in keys:
+            out[k][c:c + len(chunk)] = torch.cat(parts[k]).cpu().numpy()
+    bar.close()
+    return out, (float(loss_sum) / n if loss_fn is not None and n else None)
+
+
+def _on_device(arr, rt):
+    if isinstance(arr, torch.Tensor):
+        return arr.to(rt.device, non_blocking=True)
+    # np.array copies: test arrays are read-only memory maps, which torch will not wrap.
+    t = torch.from_numpy(np.array(arr))
+    return t.pin_memory().to(rt.device, non_blocking=True) if rt.cuda else t
+
+
+def _torch_dtype(np_dtype):
+    return {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}[np.dtype(np_dtype)]

@@ -246,12 +246,8 @@ class TrainBatches:
         self.rt = rt
         if rt.loader == 'device':
             from net.device_aug import build_device_aug
-            targets = masks[:, None]
-            if with_border:
-                from net.augmentations import border_of
-                borders = np.stack([border_of(m) for m in masks]) if len(masks) else masks
-                targets = np.concatenate([targets, borders[:, None]], axis=1)
-            self.resident = ResidentData(images, targets, build_device_aug(train_augs), rt)
+            from utils.data import targets_of
+            self.resident = ResidentData(images, targets_of(masks, with_border), build_device_aug(train_augs), rt)
             self.dataset = None
         else:
             from net.augmentations import build_train_aug

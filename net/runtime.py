@@ -208,3 +208,9 @@ def peak_memory_gb(device):
     if device.type != 'cuda':
         return None
     return torch.cuda.max_memory_allocated(device) / 1e9
+
+
+def unwrap(model):
+    """The plain model inside a DDP or compiled wrapper (whose state_dict keys are the plain ones)."""
+    model = getattr(model, 'module', model)
+    return getattr(model, '_orig_mod', model)

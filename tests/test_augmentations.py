@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from net import augmentations as aug
+from utils.data import border_of
 from utils.errors import UserError
 
 N_DRAWS = 60
@@ -79,7 +80,7 @@ def test_extra_masks_follow_the_same_geometry(name):
     rng = np.random.default_rng(4)
     m = _mask()
     img = _encoding_image(m, rng)
-    border = aug.border_of(m)
+    border = border_of(m)
     one = aug.build_train_aug(name, seed=5)
     two = aug.build_train_aug(name, seed=5)
     for _ in range(10):
@@ -194,14 +195,14 @@ def test_back_transforms_on_probabilities_stay_in_range():
 
 
 def test_border_of_empty_and_full():
-    assert aug.border_of(np.zeros((101, 101), np.uint8)).sum() == 0
-    assert aug.border_of(np.ones((101, 101), np.uint8)).sum() == 0
+    assert border_of(np.zeros((101, 101), np.uint8)).sum() == 0
+    assert border_of(np.ones((101, 101), np.uint8)).sum() == 0
 
 
 def test_border_of_edge_touching_mask_has_no_band_along_frame():
     m = np.zeros((101, 101), np.uint8)
     m[:, :40] = 1
-    b = aug.border_of(m)
+    b = border_of(m)
     assert b.dtype == np.uint8 and b.shape == m.shape
     want = np.zeros_like(m)
     want[:, 39:41] = 1  # one pixel inside, one outside the salt edge, nothing along row 0/100 or col 0
@@ -211,13 +212,13 @@ def test_border_of_edge_touching_mask_has_no_band_along_frame():
 def test_border_of_interior_square():
     m = np.zeros((101, 101), np.uint8)
     m[30:60, 30:60] = 1
-    b = aug.border_of(m)
+    b = border_of(m)
     ring = np.zeros_like(m)
     ring[29:61, 29:61] = 1
     ring[31:59, 31:59] = 0
     np.testing.assert_array_equal(b, ring)
     # width 3: two pixels on the salt side, one outside.
-    b3 = aug.border_of(m * 255, width=3)
+    b3 = border_of(m * 255, width=3)
     ring3 = np.zeros_like(m)
     ring3[29:61, 29:61] = 1
     ring3[32:58, 32:58] = 0
@@ -226,12 +227,12 @@ def test_border_of_interior_square():
 
 def test_border_of_accepts_bool_and_rejects_bad_args():
     m = _mask()
-    np.testing.assert_array_equal(aug.border_of(m.astype(bool)), aug.border_of(m))
-    assert set(np.unique(aug.border_of(m))) == {0, 1}
+    np.testing.assert_array_equal(border_of(m.astype(bool)), border_of(m))
+    assert set(np.unique(border_of(m))) == {0, 1}
     with pytest.raises(ValueError):
-        aug.border_of(m, width=0)
+        border_of(m, width=0)
     with pytest.raises(ValueError):
-        aug.border_of(m[None])
+        border_of(m[None])
 
 
 @pytest.mark.parametrize('build', [aug.build_train_aug, aug.build_val_aug, aug.build_back_transform])

@@ -68,13 +68,13 @@ def test_evaluate_matches_metric(tmp_path):
     # The submission may list the ids in another order and more of them.
     pd.DataFrame({'id': ids[::-1] + ['ffffffffff'], 'rle_mask': [rle_encode(m) for m in pred[::-1]] + ['']}).to_csv(
         tmp_path / 's.csv', index=False)
-    r = run(['utils/evaluate.py', '--submission', str(tmp_path / 's.csv'), '--truth', str(tmp_path / 't.csv')])
+    r = run(['tools/evaluate.py', '--submission', str(tmp_path / 's.csv'), '--truth', str(tmp_path / 't.csv')])
     assert r.returncode == 0, r.stderr
     from utils.metric import score
     assert float(r.stdout.strip().splitlines()[-1].split()[-1]) == pytest.approx(score(pred, true), abs=1e-4)
     # A submission missing an id is an error, not a silent zero.
     pd.DataFrame({'id': ids[:5], 'rle_mask': [''] * 5}).to_csv(tmp_path / 'short.csv', index=False)
-    r = run(['utils/evaluate.py', '--submission', str(tmp_path / 'short.csv'), '--truth', str(tmp_path / 't.csv')])
+    r = run(['tools/evaluate.py', '--submission', str(tmp_path / 'short.csv'), '--truth', str(tmp_path / 't.csv')])
     assert r.returncode == 2 and 'no row for 15 ids' in r.stderr and 'Traceback' not in r.stderr
 
 

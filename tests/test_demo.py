@@ -9,7 +9,7 @@ from conftest import ROOT
 
 def test_demo_end_to_end(tmp_path):
     data, exp = tmp_path / 'demo_data', tmp_path / 'exp'
-    r = subprocess.run([sys.executable, 'utils/demo.py', '--minutes', '0.4', '--n_train', '240', '--n_test', '60',
+    r = subprocess.run([sys.executable, 'tools/demo.py', '--minutes', '0.4', '--n_train', '240', '--n_test', '60',
                         '--data', str(data), '--exp', str(exp)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     last = r.stdout.strip().splitlines()
@@ -28,7 +28,7 @@ def test_demo_steps_stream_their_output(tmp_path):
              f"t = time.time()\nwhile not f.exists() and time.time() - t < 60: time.sleep(0.05)\n"
              f"print('second' if f.exists() else 'never seen')")
     (tmp_path / 'step.py').write_text(inner)
-    driver = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from utils.demo import run; "
+    driver = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tools.demo import run; "
               f"run('python3 {tmp_path / 'step.py'}')")
     proc = subprocess.Popen([sys.executable, '-c', driver], stdout=subprocess.PIPE, text=True)
     lines = []

@@ -12,6 +12,7 @@ from albumentations.augmentations.pixel import functional as fpix
 
 from net import augmentations as aug
 from net import device_aug as dev
+from utils.data import border_of
 from utils.errors import UserError
 
 NAMES = sorted(aug.TRAIN_AUGS)
@@ -252,7 +253,7 @@ def test_same_seed_same_batch_other_seed_other_batch(name):
 def test_two_target_channels_move_together(name):
     rng = np.random.default_rng(6)
     m = _mask()
-    border = aug.border_of(m)
+    border = border_of(m)
     images = _batch(_realish_image(rng), 16)
     daug = dev.build_device_aug(name)
     x2, t2 = daug(images, torch.cat([_batch(m, 16), _batch(border, 16)], 1), torch.Generator().manual_seed(7))

@@ -132,7 +132,7 @@ def test_distributed_validation_matches_the_saved_snapshot(ddp_run):
     """
     import torch
 
-    from net.engine import predict_probs
+    from net.inference import predict_probs
     from net.runtime import setup_runtime
     from net.inference import model_from_snapshot, transforms_for
     from net.losses import build_loss

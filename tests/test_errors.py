@@ -380,7 +380,7 @@ def cases(e):
                                                      '--data_dir', d],
                                                     ['fold 4 failed training (exit 2: fold 4 is not in', 'tf_fold4/train_folds.log',
                                                      'not started: fold 0'], [d, e['exp']]),
-        'evaluate: submission missing': (['utils/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
+        'evaluate: submission missing': (['tools/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
                                          ['submission not found'], []),
     }
     # Every registered-name option: a typo is one line that lists the valid names.

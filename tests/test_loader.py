@@ -98,7 +98,7 @@ def test_loader_device_refuses_worker_processes(tmp_path):
                                        ('unet_plain_ds', 'combined')])
 def test_cuda_epoch_never_waits_for_the_device(arch, loss):
     """train_one_epoch on the resident path: any host sync after the first batch raises (sync debug mode)."""
-    from net.engine import train_one_epoch
+    from net.loop import train_one_epoch
     from net.losses import build_loss
     from net.models import build_model
     images, masks = _data(64)

@@ -290,7 +290,7 @@ def evaluate_case(draw, case):
 @SLOW
 @given(data=st.data())
 def test_evaluate_scores_right_or_refuses(capsys, kind, data):
-    from utils.evaluate import main
+    from tools.evaluate import main
     kind, sub_text, truth_text, pred, true = data.draw(evaluate_case(kind))
     with tempfile.TemporaryDirectory() as d:
         sub, truth = Path(d) / 'sub.csv', Path(d) / 'truth.csv'

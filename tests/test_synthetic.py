@@ -10,7 +10,7 @@ import pytest
 
 from utils.errors import UserError
 from utils.rle import rle_decode
-from utils.synthetic import SIZE, generate, make_sample
+from tools.synthetic import SIZE, generate, make_sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_rejects_bad_counts(tmp_path):
         generate(tmp_path / 'x', n_train=1, n_test=-1)
 
 
-@pytest.mark.parametrize('entry', [['-m', 'utils.synthetic'], ['utils/synthetic.py']])
+@pytest.mark.parametrize('entry', [['-m', 'tools.synthetic'], ['tools/synthetic.py']])
 def test_cli(tmp_path, entry):
     out = tmp_path / 'cli'
     cmd = [sys.executable, *entry, '--out', str(out), '--n_train', '4', '--n_test', '2', '--seed', '5']

@@ -2,12 +2,48 @@
 import csv
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from utils.errors import UserError
 from utils.io import load_npy
 
 SIZE = 101
+
+
+def border_of(mask, width=2):
+    """Contour band of the salt body: uint8 (H, W) in {0, 1} from a mask (H, W) (bool, {0,1} or {0,255}).
+
+    The band is ``width`` px thick and straddles the salt/non-salt boundary: ``width - width // 2`` px on
+    the salt side and ``width // 2`` px on the background side (default 2: one pixel each side, i.e. the
+    3x3 morphological gradient). Replicated borders make the frame invisible: an empty or full mask has
+    no border, and salt touching the image edge gets no band along that edge.
+    """
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    if m.ndim != 2:
+        raise ValueError(f"border_of expects a 2-D mask, got shape {m.shape}")
+    if width < 1:
+        raise ValueError(f"border width must be >= 1, got {width}")
+    inner, outer = width - width // 2, width // 2
+    band = m - cv2.erode(m, _square(inner), borderType=cv2.BORDER_REPLICATE)
+    if outer:
+        band |= cv2.dilate(m, _square(outer), borderType=cv2.BORDER_REPLICATE) - m
+    return band
+
+
+def _square(radius):
+    # Square (chessboard) elements keep a diagonal boundary's band 8-connected.
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+
+
+def targets_of(masks, with_border=False):
+    """Training targets uint8 (N, K, H, W) from masks (N, H, W): the mask, and its border band when with_border."""
+    masks = np.asarray(masks)
+    targets = masks[:, None]
+    if with_border:
+        borders = np.stack([border_of(m) for m in masks]) if len(masks) else masks
+        targets = np.concatenate([targets, borders[:, None]], axis=1)
+    return targets
 
 
 def read_csv(path, what, columns, fix):
@@ -154,8 +190,7 @@ class TrainDataset:
         self.images, self.masks, self.aug = images, masks, aug
         self.borders = None
         if with_border:
-            from net.augmentations import border_of
-            self.borders = np.stack([border_of(m) for m in masks]) if len(masks) else masks
+            self.borders = targets_of(masks, with_border=True)[:, 1]
 
     def __len__(self):
         return len(self.images)

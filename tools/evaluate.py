@@ -1,6 +1,6 @@
 """Score a submission CSV against labeled rle masks with the competition's metric.
 
-    python3 utils/evaluate.py --submission SUB.csv --truth TRUTH.csv
+    python3 tools/evaluate.py --submission SUB.csv --truth TRUTH.csv
 
 Both files are id,rle_mask (columns found by name), one row per id. Every id of the truth must be
 in the submission; ids of the submission that the truth lacks are counted, not scored. A malformed

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 if __name__ == '__main__':
-    # Run as `python utils/synthetic.py`: the repo root is not on sys.path yet.
+    # Run as `python tools/synthetic.py`: the repo root is not on sys.path yet.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import UserError, run_cli  # noqa: E402

@@ -1,6 +1,6 @@
 """The whole pipeline on generated demo data, on the CPU, in a few minutes.
 
-    make demo        (or: python3 utils/demo.py)
+    make demo        (or: python3 tools/demo.py)
 
 Generates a seismic-looking data set in the competition's layout (demo_data/), then runs the
 same commands a user runs on the real data — stack, folds, train, threshold search, TTA
@@ -57,7 +57,7 @@ def write_all_empty(submission, out):
 def main(argv=None):
     args = parse_args(argv)
     data, exp = args.data, args.exp
-    run(f"python3 utils/synthetic.py --out {data} --n_train {args.n_train} --n_test {args.n_test} --seed 0 --overwrite")
+    run(f"python3 tools/synthetic.py --out {data} --n_train {args.n_train} --n_test {args.n_test} --seed 0 --overwrite")
     run(f"python3 utils/stack_and_save.py --data_dir {data}")
     run(f"python3 utils/make_folds.py --p {data}/train.csv --n 5")
     # bf16 autocast where the CPU runs it natively (AMX): about twice the epochs in the same minutes
@@ -73,8 +73,8 @@ def main(argv=None):
     run(f"python3 predict_tta.py --snapshot {exp} --th auto --tta null_hflip {amp}--out {submission}")
     empty = f"{exp}/predictions/all_empty.csv"
     write_all_empty(submission, empty)
-    baseline = run(f"python3 utils/evaluate.py --submission {empty} --truth {data}/test_truth.csv")
-    final = run(f"python3 utils/evaluate.py --submission {submission} --truth {data}/test_truth.csv")
+    baseline = run(f"python3 tools/evaluate.py --submission {empty} --truth {data}/test_truth.csv")
+    final = run(f"python3 tools/evaluate.py --submission {submission} --truth {data}/test_truth.csv")
     ours = float(final.strip().splitlines()[-1].split()[-1])
     floor = float(baseline.strip().splitlines()[-1].split()[-1])
     print(f"\ndemo done: held-out score {ours:.4f} (all-empty answer: {floor:.4f})\nsubmission: {submission}")
