@@ -12,6 +12,12 @@ Steps (each skipped when its output is already there, so the same command resume
    over all folds' validation images, each fold's best snapshot predicting the test images with
    hflip TTA, and their average thresholded into OUT.
 
+With --pseudo, a third stage follows: tools/pseudo_labels.py adds the test images whose fold-averaged
+prediction is confident to the training set (fold -1: trained on in every fold, never validated),
+and each fold trains on for --stage3_minutes from its stage-2 best snapshot, then predicts again.
+The out-of-fold score stays a score on true labels. OUT is then stage 3's submission and stage 2's
+is kept as EXP_s2.submission.csv.
+
 It prints the out-of-fold score (over every labeled image of the folds trained) and writes
 EXP.recipe.json with the minutes of each step and that score.
 """
@@ -29,12 +35,12 @@ ROOT = Path(__file__).resolve().parent
 COMMON = ['--arch', 'unet_plain_ds', '--train_augs', 'train_112_v3', '--val_augs', 'val_112',
           '--val_transforms', 'crop_from_112', '--n_epochs', '100000', '--schedule_by', 'time']
 
-# minutes per fold: (stage 1, stage 2); the batch size; extra train.py options
+# minutes per fold: (stage 1, stage 2, stage 3 with --pseudo); the batch size; extra train.py options
 PRESETS = {
-    'gpu': {'minutes': (1.2, 0.5), 'batch_size': 32, 'extra': []},
-    'cpu': {'minutes': (20.0, 10.0), 'batch_size': 16, 'extra': []},
+    'gpu': {'minutes': (1.2, 0.5, 0.5), 'batch_size': 32, 'extra': []},
+    'cpu': {'minutes': (20.0, 10.0, 10.0), 'batch_size': 16, 'extra': []},
     # for the test suite: seconds per stage on a few images
-    'smoke': {'minutes': (0.05, 0.03), 'batch_size': 8, 'extra': ['--limit', '32']},
+    'smoke': {'minutes': (0.05, 0.03, 0.03), 'batch_size': 8, 'extra': ['--limit', '32']},
 }
 
 
@@ -47,6 +53,10 @@ def parse_args(argv=None):
                    help="runs go to EXP_s1_fold{k} and EXP_s2_fold{k} (default experiments/recipe_PRESET)")
     p.add_argument('--stage1_minutes', type=float, default=None, help="per fold (default: the preset's)")
     p.add_argument('--stage2_minutes', type=float, default=None, help="per fold (default: the preset's)")
+    p.add_argument('--stage3_minutes', type=float, default=None, help="per fold, with --pseudo (default: the preset's)")
+    p.add_argument('--pseudo', action='store_true',
+                   help="a third stage on the labeled images plus the confident test masks (tools/pseudo_labels.py)")
+    p.add_argument('--pseudo_dir', default=None, help="the pseudo-labeled data folder (default EXP_pseudo_data)")
     p.add_argument('--batch_size', type=int, default=None, help="default: the preset's")
     p.add_argument('--device', default='auto')
     p.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
@@ -54,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument('--tta', default='null_hflip')
     p.add_argument('--out', default=None, help="submission CSV (default EXP.submission.csv)")
     args = p.parse_args(argv)
-    for name in ('stage1_minutes', 'stage2_minutes'):
+    for name in ('stage1_minutes', 'stage2_minutes', 'stage3_minutes'):
         v = getattr(args, name)
         if v is not None and not v > 0:
             p.error(f"--{name} must be a positive number of minutes")
@@ -76,6 +86,7 @@ def main(args=None):
     preset = PRESETS[args.preset]
     m1 = args.stage1_minutes or preset['minutes'][0]
     m2 = args.stage2_minutes or preset['minutes'][1]
+    m3 = args.stage3_minutes or preset['minutes'][2]
     batch = args.batch_size or preset['batch_size']
     data = Path(args.data_dir)
     exp = Path(args.experiment_dir or f'experiments/recipe_{args.preset}')
@@ -92,21 +103,41 @@ def main(args=None):
         minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
     shared = [*COMMON, '--batch_size', str(batch), '--data_dir', data, '--device', args.device, '--amp', amp,
               *preset['extra']]
-    s1, s2 = f'{exp}_s1', f'{exp}_s2'
+    s1, s2, s3 = f'{exp}_s1', f'{exp}_s2', f'{exp}_s3'
+    out2 = Path(f'{s2}.submission.csv') if args.pseudo else out
     minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *shared,
                                          '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1])
     minutes['stage 2 + predict'] = run('stage 2', [
         'train_folds.py', '--folds', args.folds, '--experiment_dir', s2, *shared, '--loss', 'combined',
         '--optimizer', 'adam_1e-4', '--max_minutes', m2, '--init', f'{s1}_fold{{fold}}',
-        '--predict', '--tta', args.tta, '--out', out])
+        '--predict', '--tta', args.tta, '--out', out2])
+    last = s2
+    if args.pseudo:
+        pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
+        if not (pseudo / 'pseudo_labels.json').is_file():
+            minutes['pseudo-labels'] = run('pseudo-labels', [
+                'tools/pseudo_labels.py', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
+                '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite'])
+        shared3 = [*shared[:shared.index('--data_dir')], '--data_dir', pseudo, *shared[shared.index('--data_dir') + 2:]]
+        minutes['stage 3 + predict'] = run('stage 3', [
+            'train_folds.py', '--folds', args.folds, '--experiment_dir', s3, *shared3, '--loss', 'combined',
+            '--optimizer', 'adam_1e-4', '--max_minutes', m3, '--init', f'{s2}_fold{{fold}}',
+            '--predict', '--tta', args.tta, '--out', out])
+        last = s3
     total = (time.monotonic() - t0) / 60
-    oof_path = Path(f'{s2}.oof.best.json')
+    oof_path = Path(f'{last}.oof.best.json')
     oof = json.loads(oof_path.read_text()) if oof_path.is_file() else {}
-    record = {'preset': args.preset, 'folds': args.folds, 'stage_minutes_per_fold': [m1, m2], 'batch_size': batch,
+    stages = [m1, m2, m3] if args.pseudo else [m1, m2]
+    record = {'preset': args.preset, 'folds': args.folds, 'stage_minutes_per_fold': stages, 'batch_size': batch,
               'minutes': minutes, 'total_minutes': total, 'submission': str(out),
               'out_of_fold_score': oof.get('score'), 'out_of_fold_score_with_min_size': oof.get('score_with_min_size'),
               'threshold': oof.get('threshold'), 'min_size': oof.get('min_size'), 'images': oof.get('images'),
               'command': ' '.join(['recipe.py'] + sys.argv[1:])}
+    if args.pseudo:
+        before = json.loads(Path(f'{s2}.oof.best.json').read_text())
+        record['out_of_fold_score_before_pseudo'] = before.get('score_with_min_size') or before.get('score')
+        record['pseudo_labels'] = {k: v for k, v in json.loads((pseudo / 'pseudo_labels.json').read_text()).items()
+                                   if k != 'ids'}
     from utils.io import save_json
     save_json(exp.with_name(exp.name + '.recipe.json'), record)
     score = oof.get('score_with_min_size') or oof.get('score')

@@ -135,7 +135,7 @@ def predict_folds(args, folds, dirs, record, gpus, slots, parallel, out):
     run_jobs(jobs, gpus, slots, prefix_lines=parallel)
     check_jobs(jobs, failure_of, 'predicting', "fix it and run the same command again (training is done and skipped)")
     data_dir = args.shared.data_dir or find_config(npys[0])[0]['data_dir']
-    share = fold_average(npys, data_dir, out, th, min_size)
+    share = fold_average(npys, data_dir, out, th, min_size, save_probs=True)
     print(f"submission: {out} (average of {len(folds)} folds with --tta {args.tta}, threshold {th:.2f}, "
           f"--min_size {min_size}; {share:.1%} with salt)")
     return out

@@ -33,3 +33,27 @@ def test_recipe_smoke_runs_every_step_and_resumes(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count('skipped') >= 4
+
+
+def test_recipe_pseudo_stage_trains_on_the_pseudo_data_and_reports_both_scores(tmp_path):
+    from conftest import cut_real
+    data = cut_real(tmp_path / 'data', 48, 12)
+    exp = tmp_path / 'exp' / 'r'
+    cmd = [sys.executable, 'recipe.py', '--preset', 'smoke', '--data_dir', str(data), '--folds', '0',
+           '--experiment_dir', str(exp), '--device', 'cpu', '--pseudo']
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    pseudo = exp.parent / 'r_pseudo_data'
+    made = json.loads((pseudo / 'pseudo_labels.json').read_text())
+    assert made['labeled'] == 48 and made['test_images'] == 12 and 0 <= made['taken'] <= 12
+    # stage 2's averaged test probabilities fed it, and its threshold is the out-of-fold one
+    assert made['probs'] == str(exp.parent / 'r_s2.submission.npy')
+    assert made['threshold'] == json.loads((exp.parent / 'r_s2.oof.best.json').read_text())['threshold']
+    cfg = json.loads((exp.parent / 'r_s3_fold0' / 'train_config.json').read_text())
+    assert Path(cfg['data_dir']) == pseudo.resolve() and cfg['init'].startswith(str(exp.parent / 'r_s2_fold0'))
+    record = json.loads((exp.parent / 'r.recipe.json').read_text())
+    assert record['submission'] == str(exp.parent / 'r.submission.csv')
+    assert (exp.parent / 'r_s2.submission.csv').is_file() and (exp.parent / 'r.submission.csv').is_file()
+    assert record['stage_minutes_per_fold'] == [0.05, 0.03, 0.03]
+    assert 0.0 <= record['out_of_fold_score_before_pseudo'] <= 1.0 and 0.0 <= record['out_of_fold_score'] <= 1.0
+    assert record['pseudo_labels']['taken'] == made['taken']
