@@ -22,6 +22,7 @@ It prints the out-of-fold score (over every labeled image of the folds trained) 
 EXP.recipe.json with the minutes of each step and that score.
 """
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from utils.errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parent
 
-COMMON = ['--arch', 'unet_plain_ds', '--train_augs', 'train_112_v3', '--val_augs', 'val_112',
+COMMON = ['--train_augs', 'train_112_v3', '--val_augs', 'val_112',
           '--val_transforms', 'crop_from_112', '--n_epochs', '100000', '--schedule_by', 'time']
 
 # minutes per fold: (stage 1, stage 2, stage 3 with --pseudo); the batch size; extra train.py options
@@ -58,12 +59,21 @@ def parse_args(argv=None):
                    help="a third stage on the labeled images plus the confident test masks (tools/pseudo_labels.py)")
     p.add_argument('--pseudo_dir', default=None, help="the pseudo-labeled data folder (default EXP_pseudo_data)")
     p.add_argument('--batch_size', type=int, default=None, help="default: the preset's")
+    p.add_argument('--arch', default='unet_plain_ds', help="the architecture of both stages")
+    p.add_argument('--train_args', default='', help="more train.py options for both stages, one quoted string")
+    p.add_argument('--stage1_args', default='', help="more train.py options for stage 1 (they win over the recipe's)")
+    p.add_argument('--stage2_args', default='', help="more train.py options for stage 2 (and stage 3)")
     p.add_argument('--device', default='auto')
     p.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
                    help="auto: bf16 on CUDA; on the CPU bf16 where it runs natively, else fp32")
     p.add_argument('--tta', default='null_hflip')
     p.add_argument('--out', default=None, help="submission CSV (default EXP.submission.csv)")
     args = p.parse_args(argv)
+    for name in ('train_args', 'stage1_args', 'stage2_args'):
+        try:
+            shlex.split(getattr(args, name))
+        except ValueError as e:
+            p.error(f"--{name}: {e}; quote the train.py options as one string")
     for name in ('stage1_minutes', 'stage2_minutes', 'stage3_minutes'):
         v = getattr(args, name)
         if v is not None and not v > 0:
@@ -101,15 +111,16 @@ def main(args=None):
         minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
     if not (data / 'train_with_folds.csv').is_file():
         minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
-    shared = [*COMMON, '--batch_size', str(batch), '--data_dir', data, '--device', args.device, '--amp', amp,
-              *preset['extra']]
+    shared = [*COMMON, '--arch', args.arch, '--batch_size', str(batch), '--data_dir', data, '--device', args.device,
+              '--amp', amp, *preset['extra'], *shlex.split(args.train_args)]
+    extra1, extra2 = shlex.split(args.stage1_args), shlex.split(args.stage2_args)
     s1, s2, s3 = f'{exp}_s1', f'{exp}_s2', f'{exp}_s3'
     out2 = Path(f'{s2}.submission.csv') if args.pseudo else out
     minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *shared,
-                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1])
+                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1, *extra1])
     minutes['stage 2 + predict'] = run('stage 2', [
         'train_folds.py', '--folds', args.folds, '--experiment_dir', s2, *shared, '--loss', 'combined',
-        '--optimizer', 'adam_1e-4', '--max_minutes', m2, '--init', f'{s1}_fold{{fold}}',
+        '--optimizer', 'adam_1e-4', '--max_minutes', m2, '--init', f'{s1}_fold{{fold}}', *extra2,
         '--predict', '--tta', args.tta, '--out', out2])
     last = s2
     if args.pseudo:
@@ -121,14 +132,14 @@ def main(args=None):
         shared3 = [*shared[:shared.index('--data_dir')], '--data_dir', pseudo, *shared[shared.index('--data_dir') + 2:]]
         minutes['stage 3 + predict'] = run('stage 3', [
             'train_folds.py', '--folds', args.folds, '--experiment_dir', s3, *shared3, '--loss', 'combined',
-            '--optimizer', 'adam_1e-4', '--max_minutes', m3, '--init', f'{s2}_fold{{fold}}',
+            '--optimizer', 'adam_1e-4', '--max_minutes', m3, '--init', f'{s2}_fold{{fold}}', *extra2,
             '--predict', '--tta', args.tta, '--out', out])
         last = s3
     total = (time.monotonic() - t0) / 60
     oof_path = Path(f'{last}.oof.best.json')
     oof = json.loads(oof_path.read_text()) if oof_path.is_file() else {}
     stages = [m1, m2, m3] if args.pseudo else [m1, m2]
-    record = {'preset': args.preset, 'folds': args.folds, 'stage_minutes_per_fold': stages, 'batch_size': batch,
+    record = {'preset': args.preset, 'folds': args.folds, 'arch': args.arch, 'stage_minutes_per_fold': stages, 'batch_size': batch,
               'minutes': minutes, 'total_minutes': total, 'submission': str(out),
               'out_of_fold_score': oof.get('score'), 'out_of_fold_score_with_min_size': oof.get('score_with_min_size'),
               'threshold': oof.get('threshold'), 'min_size': oof.get('min_size'), 'images': oof.get('images'),

@@ -167,3 +167,8 @@ def unet_plain_ds(pretrained=None):
     Outputs {'mask', 'aux', 'salt'}; train it with the ``combined`` loss.
     """
     return _plain(pretrained, 'unet_plain_ds', 16, aux=True, salt=True, fuse_salt=True)
+
+
+def unet_plain_ds_w32(pretrained=None):
+    """``unet_plain_ds`` at double width (32..512), for GPU budgets. Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_w32', 32, aux=True, salt=True, fuse_salt=True)
