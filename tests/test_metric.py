@@ -90,7 +90,7 @@ def test_coverage_breakdown_equals_a_plain_loop():
     scores = rng.choice([0.0, 0.3, 0.7, 1.0], n)
     rows = coverage_breakdown(scores, true)
     assert [r['name'] for r in rows] == list(COVERAGE_BUCKETS)
-    sums, ns = {}, {}
+    sums = {}
     for s, t in zip(scores, true):
         c = t.sum() / t.size
         name = 'empty' if c == 0 else '<10 %' if c < 0.1 else '10-50 %' if c <= 0.5 else '>50 %'

@@ -178,7 +178,7 @@ class ExperimentPlots:
 
     def __call__(self, rows, probs, final=False):
         """rows: the log so far (dicts with epoch, cycle, train_loss, val_loss, val_iou, val_score, lr,
-        seconds); probs: this epoch's validation probabilities (N, 101, 101); final: the run's last
+        seconds, terms); probs: this epoch's validation probabilities (N, 101, 101); final: the run's last
         epoch (always drawn). Returns whether it drew."""
         now = time.monotonic()
         if not final and self.drawn_at is not None and now - self.drawn_at < self.every:
@@ -221,6 +221,7 @@ class TensorBoardLog:
 
     def __init__(self, exp, resume_epoch=0):
         self.writer_class = summary_writer_class()
+        self.exp = exp
         self.dir = exp.root / 'tensorboard'
         self.resume_epoch = resume_epoch
         self.writer = None
@@ -238,6 +239,11 @@ class TensorBoardLog:
 
     def __call__(self, rows, probs=None, final=False):
         """rows: the log so far (as ExperimentPlots gets it); writes the epochs not written yet."""
+        with self.exp.writing():
+            self._write(rows)
+        return True
+
+    def _write(self, rows):
         if self.writer is None:
             self._open()
         for r in rows:
@@ -250,7 +256,6 @@ class TensorBoardLog:
                 self.writer.add_scalar(f'loss_terms/{name}', float(v), r['epoch'])
             self.written = r['epoch']
         self.writer.flush()
-        return True
 
     def close(self):
         if self.writer is not None:
