@@ -71,6 +71,9 @@ def parse_args(argv=None, border=False):
                    help="device: the fold stays on the device (GPU or CPU) and whole batches are augmented there "
                         "(auto, the faster on both); prefetch: albumentations image by image on a background thread "
                         "(auto with --workers N)")
+    p.add_argument('--tensorboard', action='store_true',
+                   help="also write each epoch's losses, validation metrics, learning rate, time and the loss's "
+                        "terms to EXP/tensorboard/ (tensorboard --logdir EXP/tensorboard)")
     p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
     g = p.add_mutually_exclusive_group()
     g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
@@ -145,6 +148,9 @@ def _train(args, exp):
     from net.optim import build_optimizer
     from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
 
+    if args.tensorboard:
+        from utils.plots import summary_writer_class
+        summary_writer_class()  # a missing package is an error now, not after the first epoch
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads, args.loader)
     resume = None
     if args.resume:
@@ -206,10 +212,18 @@ def _train(args, exp):
         print(f"training {config['arch']} on fold {config['fold']}: {len(tr_images)} train / {len(va_images)} val images, "
               f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
               f"{f', {rt.world_size} processes' if rt.distributed else ''}")
-    plots = make_plotter(exp, va_images, va_targets[:, 0]) if rt.is_main else None
-    with out_of_memory_is_user_error(config['batch_size']):
-        summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
-                      resume=resume, on_epoch_end=plots)
+    board = None
+    if rt.is_main and args.tensorboard:
+        from utils.plots import TensorBoardLog
+        board = TensorBoardLog(exp, resume['epoch'] if resume else 0)
+    plots = make_plotter(exp, va_images, va_targets[:, 0], board) if rt.is_main else None
+    try:
+        with out_of_memory_is_user_error(config['batch_size']):
+            summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
+                          resume=resume, on_epoch_end=plots)
+    finally:
+        if board is not None:
+            board.close()
     summary['peak_gpu_memory_gb'] = peak_memory_gb(rt.device)
     if rt.is_main:
         exp.write_summary(summary)
@@ -237,9 +251,17 @@ def load_checkpoint(path):
     return state
 
 
-def make_plotter(exp, images, masks):
+def make_plotter(exp, images, masks, board=None):
+    """The per-epoch callback: the PNGs of utils.plots, and the TensorBoard events when `board` is given."""
     from utils.plots import ExperimentPlots
-    return ExperimentPlots(exp, images, masks)
+    plots = ExperimentPlots(exp, images, masks)
+    if board is None:
+        return plots
+
+    def both(rows, probs, final=False):
+        board(rows, probs, final=final)
+        return plots(rows, probs, final=final)
+    return both
 
 
 def report(summary, exp):

@@ -17,15 +17,18 @@ from net.runtime import unwrap
 from utils.errors import UserError
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None):
+def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None, terms=None):
     """One pass over `loader` (an epoch of net.loader); returns (mean loss, finished).
 
     finished is False when `deadline` cut the epoch short. The loss sum and the NaN/inf check stay
-    on the device until the epoch ends, so the host never waits for the GPU inside the epoch.
+    on the device until the epoch ends, so the host never waits for the GPU inside the epoch. A dict
+    passed as `terms` receives the epoch's mean of each of the loss's parts (net.losses), summed on
+    the device beside the loss and read with it.
     """
     model.train()
     total = torch.zeros((), device=rt.device, dtype=torch.float64)
     bad = torch.zeros((), device=rt.device, dtype=torch.int32)
+    part_sums = {}
     count = 0
     finished = True
     bar = tqdm(loader, desc=desc, unit='batch', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
@@ -45,6 +48,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline
             loss = loss.detach()
             bad += (~torch.isfinite(loss)).int()
             total += loss.double() * len(x)
+            for name, v in getattr(loss_fn, 'parts', {}).items():
+                part_sums[name] = part_sums.get(name, 0) + v.double() * len(x)
             count += len(x)
             if deadline is not None and time.monotonic() > deadline:
                 finished = False
@@ -52,10 +57,14 @@ def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline
     finally:
         bar.close()
         loader.close()
-    stats = torch.stack([total, torch.tensor(float(count), device=rt.device, dtype=torch.float64), bad.double()])
+    names = sorted(part_sums)  # every rank's loss has the same parts
+    stats = torch.stack([total, torch.tensor(float(count), device=rt.device, dtype=torch.float64), bad.double(),
+                         *(part_sums[k] for k in names)])
     if rt.distributed:
         torch.distributed.all_reduce(stats)
-    total, count, bad = stats.tolist()  # the epoch's one wait for the device
+    total, count, bad, *sums = stats.tolist()  # the epoch's one wait for the device
+    if terms is not None:
+        terms.update({k: v / max(count, 1) for k, v in zip(names, sums)})
     if bad:
         raise UserError("the training loss became NaN/inf; lower the learning rate (--optimizer, --lr) or use --amp off")
     return total / max(count, 1), finished
@@ -185,15 +194,18 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         lr = optimizer.param_groups[0]['lr']
         t0 = time.monotonic()
         loader = train_set.epoch(config['batch_size'], config['seed'], epoch)
+        terms = {}
         train_loss, finished = train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler, deadline,
-                                               desc=f"epoch {epoch}/{n_epochs}")
+                                               desc=f"epoch {epoch}/{n_epochs}", terms=terms)
         val_loss, probs = evaluate(model, *val_inputs, loss_fn, val_aug, back, rt,
                                    config.get('val_batch_size', 64), desc='validation')
         pred = probs > 0.5
         masks = val_targets[:, 0]  # the host copy: metrics are computed in numpy
         metrics = {'val_loss': val_loss, 'val_iou': mean_iou(pred, masks), 'val_score': score(pred, masks)}
         seconds = time.monotonic() - t0
-        rows.append({'epoch': epoch, 'cycle': cycle, 'train_loss': train_loss, **metrics, 'lr': lr, 'seconds': seconds})
+        # 'terms' (the loss's parts) is not a log.csv column: the log keeps its columns, TensorBoard shows them.
+        rows.append({'epoch': epoch, 'cycle': cycle, 'train_loss': train_loss, **metrics, 'lr': lr, 'seconds': seconds,
+                     'terms': terms})
         improved = metrics['val_loss'] < best['val_loss'] or metrics['val_score'] > best['val_score']
         saved = None
         if improved and rt.is_main:

@@ -9,8 +9,9 @@ Every loss is an ``nn.Module`` with ``forward(outputs, targets) -> scalar float3
 
 ``requires`` (frozenset) names the output keys a loss reads, ``target_keys`` the target keys.
 ``LOSSES`` maps registry names to zero-argument factories; ``build_loss(name)`` looks one up.
-After each call, a loss built from weighted parts keeps ``parts``: name -> detached value,
-for logging without an extra forward.
+After each call, every loss keeps ``parts``: name -> detached unweighted value (a tensor on the
+device) of each of its terms, empty for a single-term loss. train_one_epoch averages them per
+epoch for the log and TensorBoard without an extra forward and without waiting for the device.
 """
 import contextlib
 from typing import Callable, Dict, Mapping, Tuple
@@ -156,6 +157,10 @@ class SaltLoss(nn.Module):
     requires = frozenset({'mask'})
     target_keys = frozenset({'mask'})
 
+    def __init__(self):
+        super().__init__()
+        self.parts = {}
+
     def forward(self, outputs, targets):
         """outputs, targets: dicts as in the module docstring -> scalar float32 tensor."""
         with _fp32_region(targets['mask']):
@@ -210,11 +215,15 @@ class WeightedSum(SaltLoss):
         self.terms = nn.ModuleDict({name: loss for name, (_, loss) in parts.items()})
         self.requires = frozenset().union(*(t.requires for t in self.terms.values()))
         self.target_keys = frozenset().union(*(t.target_keys for t in self.terms.values()))
-        self.parts = {}
 
     def compute(self, outputs, targets):
         values = {name: term(outputs, targets) for name, term in self.terms.items()}
-        self.parts = {name: v.detach() for name, v in values.items()}
+        parts = {}
+        for name, v in values.items():
+            parts[name] = v.detach()
+            # A part that is itself a sum of terms also shows its own: bce_lovasz.bce, ...
+            parts.update({f'{name}.{sub}': t for sub, t in getattr(self.terms[name], 'parts', {}).items()})
+        self.parts = parts
         return sum(self.weights[name] * v for name, v in values.items())
 
     def extra_repr(self):
@@ -251,7 +260,6 @@ class DeepSupervisionLoss(SaltLoss):
         self.salt_weight = float(salt_weight)
         self.aux_weight = float(aux_weight)
         self.aux_kind = aux_kind
-        self.parts = {}
 
     def compute(self, outputs, targets):
         mask, logits = targets['mask'], outputs['mask']

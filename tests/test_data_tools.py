@@ -72,6 +72,17 @@ def test_evaluate_matches_metric(tmp_path):
     assert r.returncode == 0, r.stderr
     from utils.metric import score
     assert float(r.stdout.strip().splitlines()[-1].split()[-1]) == pytest.approx(score(pred, true), abs=1e-4)
+    # The breakdown by salt coverage, bucket by bucket, before the score line.
+    from utils.metric import coverage_breakdown, image_scores
+    lines = r.stdout.strip().splitlines()
+    head = next(k for k, line in enumerate(lines) if line.startswith('coverage'))
+    rows = coverage_breakdown(image_scores(pred, true), true)
+    assert head + 6 == len(lines) and sum(b['images'] for b in rows) == 20
+    for line, b in zip(lines[head + 1:head + 5], rows):
+        images, value, lost = line[9:].split()
+        assert line[:9].strip() == b['name'] and int(images) == b['images']
+        assert value == '-' if b['score'] is None else float(value) == pytest.approx(b['score'], abs=1e-4)
+        assert float(lost.rstrip('%')) == pytest.approx(100 * b['lost'], abs=0.1)
     # A submission missing an id is an error, not a silent zero.
     pd.DataFrame({'id': ids[:5], 'rle_mask': [''] * 5}).to_csv(tmp_path / 'short.csv', index=False)
     r = run(['tools/evaluate.py', '--submission', str(tmp_path / 'short.csv'), '--truth', str(tmp_path / 't.csv')])

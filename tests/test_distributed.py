@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, cut_real
 
 EPOCHS = 2
+LOSS = 'bce_lovasz'  # two terms: the TensorBoard terms are summed over the ranks like the loss
 LIMIT = 64
 N_PROC = 2
 
@@ -61,7 +62,7 @@ def ddp_run(tmp_path_factory):
     exp = root / 'exp'
     torchrun = Path(sys.executable).with_name('torchrun')
     r = run([torchrun, f'--nproc_per_node={N_PROC}', '--standalone', 'train.py', '--arch', 'unet_lite',
-             '--loss', 'BCE', '--pretrained', 'none', '--n_epochs', EPOCHS, '--batch_size', 8, '--limit', LIMIT,
+             '--loss', LOSS, '--tensorboard', '--pretrained', 'none', '--n_epochs', EPOCHS, '--batch_size', 8, '--limit', LIMIT,
              '--fold', 0, '--data_dir', data, '--experiment_dir', exp, '--device', 'cpu'], timeout=180, env=env)
     writes = [tuple(line.split('\t', 1)) for line in log.read_text().splitlines()] if log.exists() else []
     return data, exp, r.stdout, [(rank, Path(p).resolve()) for rank, p in writes]
@@ -88,11 +89,20 @@ def test_torchrun_trains_one_run_and_only_rank0_writes(ddp_run):
     expected = {'train_config.json', 'logs/log.csv', 'checkpoint.pth', 'logs/learning_curve.png', 'logs/val_examples.png',
                 'summary.json'}
     expected |= {f'snapshots/{s.name}' for s in snaps} | {f'snapshots/val_masks_{s.name}.npy' for s in snaps}
+    events = [f for f in files if f.startswith('tensorboard/events.out.tfevents.')]
+    assert len(events) == 1, f"one TensorBoard event file expected (rank 0's): {events}"
+    expected |= set(events)
     assert set(files) == expected, f"unexpected files: {sorted(set(files) ^ expected)}"
 
     log = pd.read_csv(exp / 'logs' / 'log.csv')
     assert list(log['epoch']) == list(range(1, EPOCHS + 1))
     assert np.isfinite(log[['train_loss', 'val_loss', 'val_iou', 'val_score']].to_numpy()).all()
+    # The loss terms, summed over both ranks like the loss: bce + lovasz is the train loss.
+    from test_plots import _events
+    ev = _events(exp / 'tensorboard')
+    terms = [np.array([v for _, v in ev[f'loss_terms/{k}']]) for k in ('bce', 'lovasz')]
+    assert [s for s, _ in ev['loss_terms/bce']] == list(range(1, EPOCHS + 1))
+    assert np.allclose(terms[0] + terms[1], log['train_loss'], rtol=1e-4)
 
     assert snaps, "no snapshot written"
     import torch
@@ -149,7 +159,7 @@ def test_distributed_validation_matches_the_saved_snapshot(ddp_run):
         val_aug, back = transforms_for(snap)
         with torch.no_grad():
             probs, loss = predict_probs(model, images[va], val_aug, back, TTAS['null'], rt, 64, out_dtype=np.float32,
-                                        targets=masks[va][:, None], loss_fn=build_loss('BCE'))
+                                        targets=masks[va][:, None], loss_fn=build_loss(LOSS))
         saved = np.load(s.parent / f'val_masks_{s.name}.npy').astype(np.float32)
         err = np.abs(probs['mask'] - saved).reshape(len(va), -1).max(1)
         # float16 storage rounds values near 0.5 by up to 2.44e-4

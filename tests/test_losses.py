@@ -1,4 +1,5 @@
 """Tests for net.losses: registry contract, perfect/bad predictions, smp agreement, autocast."""
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -294,6 +295,63 @@ def test_weighted_sum_helper():
     assert losses.weighted_sum({'combined': 1.0, 'border_bce': 0.3})().requires == {'mask', 'aux', 'salt', 'border'}
     with pytest.raises(UserError, match='lovasz'):
         losses.weighted_sum({'nope': 1.0})
+
+
+def test_weighted_sum_parts_include_the_parts_of_its_parts():
+    logits, mask = _random_case(5)
+    single = losses.build_loss('BCE')
+    single({'mask': logits}, {'mask': mask})
+    assert single.parts == {}  # one term: the loss itself
+    nested = losses.weighted_sum({'bce_lovasz': 1.0, 'dice': 0.5})()
+    total = nested({'mask': logits}, {'mask': mask})
+    p = nested.parts
+    assert set(p) == {'bce_lovasz', 'bce_lovasz.bce', 'bce_lovasz.lovasz', 'dice'}
+    assert not any(v.requires_grad for v in p.values())
+    torch.testing.assert_close(p['bce_lovasz.lovasz'], losses.lovasz_hinge(logits, mask))
+    torch.testing.assert_close(p['bce_lovasz'], p['bce_lovasz.bce'] + p['bce_lovasz.lovasz'])
+    torch.testing.assert_close(total.detach(), p['bce_lovasz'] + 0.5 * p['dice'])
+
+
+class _Batches(list):
+    """An epoch of (inputs, targets) batches, as net.loader gives them."""
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize('name', ['boundary_bce', 'combined_bce'])
+def test_train_one_epoch_averages_the_loss_parts(name):
+    """The epoch's mean of each part equals a plain loop's image-weighted mean over the batches (lr 0: fixed weights)."""
+    from net.loop import train_one_epoch
+    from net.models import build_model
+    from net.runtime import Runtime
+    from utils.data import targets_of
+    torch.manual_seed(0)
+    border = name.startswith('boundary')
+    model = build_model('unet_lite_border' if border else 'unet_lite_ds', pretrained=None)
+    rng = np.random.default_rng(0)
+    batches = _Batches()
+    for n in (3, 5, 2):  # unequal batches: the mean weighs each image once
+        masks = (rng.random((n, 64, 64)) < rng.random((n, 1, 1))).astype(np.uint8)
+        t = torch.from_numpy(targets_of(masks, border)).float()
+        t = {'mask': t[:, :1], **({'border': t[:, 1:]} if border else {})}
+        batches.append((torch.randn(n, 3, 64, 64), t))
+    loss_fn = losses.build_loss(name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    terms = {}
+    mean_loss, finished = train_one_epoch(model, batches, loss_fn, opt, Runtime(torch.device('cpu')), terms=terms)
+    expected, total, count = {}, 0.0, 0
+    model.train()
+    with torch.no_grad():
+        for x, t in batches:
+            total += loss_fn(model(x), t).item() * len(x)
+            for k, v in loss_fn.parts.items():
+                expected[k] = expected.get(k, 0.0) + v.item() * len(x)
+            count += len(x)
+    assert finished and set(terms) == set(expected) and len(terms) >= 2
+    for k in expected:
+        assert terms[k] == pytest.approx(expected[k] / count, rel=1e-4), k
+    assert mean_loss == pytest.approx(total / count, rel=1e-4)
 
 
 def test_unknown_name_lists_valid_names():

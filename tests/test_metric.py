@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from utils.metric import image_scores, mean_iou, score, threshold_sweep
+from utils.metric import (COVERAGE_BUCKETS, breakdown_table, coverage_breakdown, image_scores, mean_iou, score,
+                          threshold_sweep)
 
 
 def masks_with(inter, a_only, b_only):
@@ -74,3 +75,48 @@ def test_threshold_sweep_equals_loop():
 def test_mean_iou():
     p, t = masks_with(3, 1, 0)
     assert mean_iou(p[None], t[None]) == pytest.approx(0.75)
+
+
+def test_coverage_breakdown_equals_a_plain_loop():
+    rng = np.random.default_rng(3)
+    n = 300
+    # Coverages on and around the bucket edges (0, 1 pixel, 10 %, 50 %, all) and random ones.
+    edges = [0, 1, 1019, 1020, 1021, 5100, 5101, 10201]
+    counts = np.concatenate([edges, rng.integers(0, 10202, n - len(edges))])
+    true = np.zeros((n, 10201), bool)
+    for k, c in enumerate(counts):
+        true[k, rng.permutation(10201)[:c]] = True
+    true = true.reshape(n, 101, 101)
+    scores = rng.choice([0.0, 0.3, 0.7, 1.0], n)
+    rows = coverage_breakdown(scores, true)
+    assert [r['name'] for r in rows] == list(COVERAGE_BUCKETS)
+    sums = {}
+    for s, t in zip(scores, true):
+        c = t.sum() / t.size
+        name = 'empty' if c == 0 else '<10 %' if c < 0.1 else '10-50 %' if c <= 0.5 else '>50 %'
+        sums[name] = sums.get(name, []) + [s]
+    total_lost = sum(1 - s for s in scores)
+    for r in rows:
+        mine = sums.get(r['name'], [])
+        assert r['images'] == len(mine)
+        assert r['score'] == pytest.approx(sum(mine) / len(mine))
+        assert r['lost'] == pytest.approx(sum(1 - s for s in mine) / total_lost)
+    assert sum(r['images'] for r in rows) == n and sum(r['lost'] for r in rows) == pytest.approx(1.0)
+    assert [rows[k]['images'] > 0 for k in range(4)] == [True] * 4
+    # 10 % and 50 % of 10201 pixels are 1020.1 and 5100.5: 1020 and 5100 pixels fall below the edges, 1021 and 5101 above
+    b = [next(r['name'] for r in coverage_breakdown([0.0], true[k:k + 1]) if r['images']) for k in range(len(edges))]
+    assert b == ['empty', '<10 %', '<10 %', '<10 %', '10-50 %', '10-50 %', '>50 %', '>50 %']
+
+
+def test_coverage_breakdown_without_loss_or_images():
+    true = np.zeros((3, 101, 101), bool)
+    rows = coverage_breakdown(np.ones(3), true)
+    assert rows[0] == {'name': 'empty', 'images': 3, 'score': 1.0, 'lost': 0.0}
+    assert all(r['images'] == 0 and r['score'] is None and r['lost'] == 0.0 for r in rows[1:])
+    table = breakdown_table(rows).splitlines()
+    assert len(table) == 5 and table[1].split()[:3] == ['empty', '3', '1.0000'] and table[2].split()[-2] == '-'
+    # Exactly 10 % and 50 % belong to 10-50 %.
+    small = np.zeros((4, 10, 10), bool)
+    for k, c in enumerate((9, 10, 50, 51)):
+        small[k].flat[:c] = True
+    assert [r['images'] for r in coverage_breakdown(np.zeros(4), small)] == [0, 1, 2, 1]

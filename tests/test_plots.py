@@ -10,7 +10,9 @@ import pytest
 from conftest import ROOT, cut_real
 from test_errors import LITE
 from utils.experiment import Experiment
-from utils.plots import TRUE_COLOR, PRED_COLOR, ExperimentPlots, nice_ticks, threshold_curve
+from utils.errors import UserError
+from utils.plots import (TRUE_COLOR, PRED_COLOR, ExperimentPlots, TensorBoardLog, learning_curve,
+                         summary_writer_class, threshold_curve)
 
 
 def rows_of(n, cycles=1):
@@ -50,7 +52,7 @@ def test_experiment_plots(tmp_path, val_set):
     plots(rows_of(60, cycles=2), probs)
     curve = read_png(exp.root / 'logs' / 'learning_curve.png')
     tiles = read_png(exp.root / 'logs' / 'val_examples.png')
-    assert curve.shape[0] >= 300 and curve.shape[1] >= 900
+    assert curve.shape == (400, 1300, 3)
     assert tiles.shape[1] >= 8 * 202 and tiles.shape[0] >= 2 * 202
     for img in (curve, tiles):
         assert img.std() > 20  # not blank
@@ -82,19 +84,101 @@ def test_plots_of_tiny_runs(tmp_path, val_set, n_val, n_epochs):
         assert read_png(tmp_path / 'exp' / 'logs' / name).std() > 10
 
 
+def test_learning_curve_follows_the_data():
+    rows = rows_of(40)
+    a = learning_curve(rows, 'run')
+    assert np.array_equal(a, learning_curve(rows_of(40), 'run'))  # the same data draws the same picture
+    changed = [dict(r) for r in rows]
+    changed[-1]['val_loss'] = 2.0
+    b = learning_curve(changed, 'run')
+    assert b.shape == a.shape and (np.abs(a.astype(int) - b).sum(-1) > 60).sum() > 200
+    # Cycle starts are drawn: the same values with two cycles give another picture.
+    cycled = [dict(r, cycle=int(r['epoch'] > 20)) for r in rows]
+    c = learning_curve(cycled, 'run')
+    assert (np.abs(a.astype(int) - c).sum(-1) > 60).sum() > 200
+
+
 def test_threshold_curve(tmp_path):
     ths = np.linspace(0, 1, 101)
     scores = 0.8 - (ths - 0.42) ** 2
     path = threshold_curve(tmp_path / 'th.png', ths, scores, 0.42)
     img = read_png(path)
     assert img.shape == (440, 720, 3) and img.std() > 20
+    # Another chosen threshold is marked elsewhere.
+    moved = read_png(threshold_curve(tmp_path / 'th2.png', ths, scores, 0.6))
+    assert (np.abs(img.astype(int) - moved).sum(-1) > 60).sum() > 100
+    # With the small-region search: a second panel, per-image scores or means alike.
+    per_image = [(m, np.full(50, 0.8 + m / 1000)) for m in (10, 20, 40)]
+    both = read_png(threshold_curve(tmp_path / 'th3.png', ths, scores, 0.42, sizes=per_image, min_size=40))
+    assert both.shape == (440, 1140, 3)
+    means = read_png(threshold_curve(tmp_path / 'th4.png', ths, scores, 0.42, sizes=[(m, s.mean()) for m, s in per_image],
+                                     min_size=40))
+    assert np.array_equal(both, means)
 
 
-def test_nice_ticks():
-    assert nice_ticks(0.0, 1.0)[0] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ticks, step = nice_ticks(1, 200)
-    assert step == 50 and ticks[0] == 50 and ticks[-1] == 200
-    assert len(nice_ticks(0.1234, 0.1236)[0]) >= 2
+def _events(folder):
+    """{tag: [(step, value)]} of the TensorBoard events in folder, purges applied."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder), size_guidance={'scalars': 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()['scalars']}
+
+
+def test_tensorboard_scalars_terms_and_resume(tmp_path):
+    exp = Experiment(tmp_path / 'exp')
+    rows = rows_of(3)
+    for r in rows:
+        r['terms'] = {'bce': 0.5 / r['epoch'], 'lovasz': 1.0 / r['epoch']}
+    board = TensorBoardLog(exp)
+    for e in (1, 2, 3):
+        board(rows[:e], None, final=e == 3)
+    board.close()
+    ev = _events(exp.root / 'tensorboard')
+    assert {'loss/train', 'loss/val', 'val/iou', 'val/score', 'lr', 'time/epoch_seconds',
+            'loss_terms/bce', 'loss_terms/lovasz'} <= set(ev)
+    assert [s for s, _ in ev['loss/train']] == [1, 2, 3]
+    assert ev['loss_terms/lovasz'][2][1] == pytest.approx(1 / 3)
+    assert ev['val/score'][1][1] == pytest.approx(rows[1]['val_score'])
+    # Resumed from the checkpoint of epoch 2 (the killed run had logged epoch 3 already): epoch 3 is
+    # replaced by the resumed run's, each epoch once.
+    resumed = [dict(r) for r in rows_of(4)]
+    resumed[2]['train_loss'] = 9.0
+    board = TensorBoardLog(exp, resume_epoch=2)
+    board(resumed[:3], None)
+    board(resumed, None, final=True)
+    board.close()
+    ev = _events(exp.root / 'tensorboard')
+    assert [s for s, _ in ev['loss/train']] == [1, 2, 3, 4]
+    assert ev['loss/train'][2][1] == pytest.approx(9.0)
+    assert ev['loss/train'][0][1] == pytest.approx(rows[0]['train_loss'])
+    # A new run in the same directory (--overwrite) starts from an empty tensorboard folder.
+    board = TensorBoardLog(exp)
+    board(rows_of(1), None)
+    board.close()
+    assert [s for s, _ in _events(exp.root / 'tensorboard')['loss/train']] == [1]
+
+
+def test_tensorboard_missing_is_one_line(tmp_path, monkeypatch, capsys):
+    import train
+    from utils.errors import run_cli
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', None)  # as if tensorboard were not installed
+    with pytest.raises(UserError, match='pip install tensorboard'):
+        summary_writer_class()
+    exp = tmp_path / 'exp'
+    argv = [*LITE, '--tensorboard', '--data_dir', str(tmp_path / 'no_data'), '--experiment_dir', str(exp)]
+    with pytest.raises(SystemExit) as info:
+        run_cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and 'pip install tensorboard' in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1 and not exp.exists()
+
+
+def test_train_folds_passes_tensorboard_to_train():
+    import train
+    import train_folds
+    args = train_folds.parse_args(['--folds', '0-1', '--experiment_dir', 'x', '--tensorboard', '--n_epochs', '2'])
+    assert '--tensorboard' in args.train_args
+    assert train.parse_args([*args.train_args, '--experiment_dir', 'x_fold0']).tensorboard
 
 
 def test_training_and_threshold_search_write_their_pngs(tmp_path):
@@ -105,12 +189,20 @@ def test_training_and_threshold_search_write_their_pngs(tmp_path):
     make_folds(['--p', str(data / 'train.csv'), '--n', '4'])
     exp = tmp_path / 'exp'
     r = subprocess.run([sys.executable, 'train.py', *LITE, '--n_epochs', '2', '--data_dir', str(data),
-                        '--experiment_dir', str(exp)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        '--experiment_dir', str(exp), '--loss', 'bce_lovasz', '--tensorboard'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'epoch 2/2' in r.stderr  # the per-epoch progress bar
     curve = read_png(exp / 'logs' / 'learning_curve.png')
     tiles = read_png(exp / 'logs' / 'val_examples.png')
-    assert curve.std() > 20 and tiles.std() > 20
+    assert curve.shape == (400, 1300, 3) and curve.std() > 20 and tiles.std() > 20
+    ev = _events(exp / 'tensorboard')
+    for tag in ('loss/train', 'val/score', 'loss_terms/bce', 'loss_terms/lovasz'):
+        assert [s for s, _ in ev[tag]] == [1, 2], tag
+    log = pd.read_csv(exp / 'logs' / 'log.csv')  # the log keeps its columns
+    assert list(log.columns) == ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
+    bce, lovasz = (np.array([v for _, v in ev[f'loss_terms/{k}']]) for k in ('bce', 'lovasz'))
+    assert np.allclose(bce + lovasz, log['train_loss'], rtol=1e-4)
     masks = sorted((exp / 'snapshots').glob('val_masks_*.npy'))[-1]
     r = subprocess.run([sys.executable, 'optimize_threshold.py', '--masks_fn', str(masks)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)

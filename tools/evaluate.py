@@ -4,7 +4,9 @@
 
 Both files are id,rle_mask (columns found by name), one row per id. Every id of the truth must be
 in the submission; ids of the submission that the truth lacks are counted, not scored. A malformed
-row or rle is an error, never a guess. The score is the last line printed.
+row or rle is an error, never a guess. A table breaks the score down by the salt coverage of the
+true masks (empty, <10 %, 10-50 %, >50 %): images, mean score and share of the lost score of
+each. The score is the last line printed.
 """
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 from utils.cli import Parser
 from utils.data import read_columns
 from utils.errors import UserError, run_cli
-from utils.metric import image_scores
+from utils.metric import breakdown_table, coverage_breakdown, image_scores
 from utils.rle import rle_decode
 
 
@@ -70,13 +72,9 @@ def main(args=None):
     if extra:
         print(f"{extra} ids of the submission are not in the truth: not scored")
     scores = image_scores(pred, true)
-    empty = ~true.reshape(len(true), -1).any(1)
-    print(f"images: {len(true)} ({int(empty.sum())} without salt)")
-    if empty.any():
-        print(f"score on images without salt: {scores[empty].mean():.4f}")
-    if (~empty).any():
-        print(f"score on images with salt: {scores[~empty].mean():.4f}")
     total = float(scores.mean())
+    print(f"images: {len(true)}")
+    print(breakdown_table(coverage_breakdown(scores, true)))
     print(f"score: {total:.4f}")
     return total
 

@@ -79,3 +79,44 @@ def threshold_image_scores(probs, true, thresholds):
     n_true = truth.sum(1)[:, None]
     union = out_pred + n_true - out_inter
     return image_scores_from_counts(out_inter, union, np.broadcast_to(n_true, union.shape), out_pred)
+
+
+# Buckets of the salt coverage c of the true mask (salt pixels / all pixels).
+COVERAGE_BUCKETS = ('empty', '<10 %', '10-50 %', '>50 %')
+
+
+def coverage_bucket(true):
+    """Index into COVERAGE_BUCKETS of each true mask (N, H, W): c = 0, 0 < c < 0.1, 0.1 <= c <= 0.5, c > 0.5."""
+    true = np.asarray(true).reshape(len(true), -1) != 0
+    c = true.mean(1) if true.shape[1] else np.zeros(len(true))
+    return np.select([c == 0, c < 0.1, c <= 0.5], [0, 1, 2], 3)
+
+
+def coverage_breakdown(scores, true):
+    """The score broken down by the salt coverage of the true masks.
+
+    scores: per-image scores (N,) (image_scores); true: (N, H, W) binary. Returns one dict per
+    bucket of COVERAGE_BUCKETS, in order: name, images, score (the bucket's mean, None when it has
+    no image) and lost: the bucket's share of the score lost over all images, sum(1 - score) of
+    the bucket over that of all (0 when nothing is lost).
+    """
+    scores = np.asarray(scores, np.float64)
+    bucket = coverage_bucket(true)
+    lost = 1.0 - scores
+    total_lost = lost.sum()
+    rows = []
+    for k, name in enumerate(COVERAGE_BUCKETS):
+        inside = bucket == k
+        n = int(inside.sum())
+        rows.append({'name': name, 'images': n, 'score': float(scores[inside].mean()) if n else None,
+                     'lost': float(lost[inside].sum() / total_lost) if total_lost > 0 else 0.0})
+    return rows
+
+
+def breakdown_table(rows):
+    """coverage_breakdown's rows as a small text table (one line per bucket, with a header)."""
+    lines = [f"{'coverage':<9} {'images':>6}  {'score':>6}  {'share of lost score':>19}"]
+    for r in rows:
+        s = f"{r['score']:.4f}" if r['score'] is not None else '-'
+        lines.append(f"{r['name']:<9} {r['images']:>6}  {s:>6}  {r['lost']:>18.1%}")
+    return '\n'.join(lines)

@@ -1,224 +1,111 @@
-"""Pictures of a run, drawn with OpenCV alone (matplotlib is not a dependency).
+"""Pictures of a run: charts drawn with matplotlib (Agg, no display), image tiles with OpenCV.
 
-    EXP/logs/learning_curve.png   losses, validation score and learning rate per epoch
+    EXP/logs/learning_curve.png   losses, validation score and IoU, and learning rate per epoch
     EXP/logs/val_examples.png     the best and worst validation images with true and predicted outlines
     <masks>.thresholds.png        optimize_threshold.py's score against the probability threshold
+    EXP/tensorboard/              with train.py --tensorboard: the per-epoch scalars and loss terms
 
-All are rewritten atomically, so a viewer never shows half a file; train.py refreshes the
+All PNGs are rewritten atomically, so a viewer never shows half a file; train.py refreshes the
 first two after the first epoch, then at most every 20 seconds, and after the last epoch.
 """
-import math
+import shutil
 import time
 
 import cv2
 
 import numpy as np
 
+from utils.errors import UserError
 from utils.io import save_png
 from utils.metric import image_scores_from_counts
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-WHITE, BLACK, GRID, AXIS = (255, 255, 255), (30, 30, 30), (228, 228, 228), (90, 90, 90)
-# BGR; the Tableau palette, which stays distinguishable for the common colour-vision deficiencies.
-BLUE, ORANGE, GREEN, PURPLE, RED, GRAY = (180, 119, 31), (14, 127, 255), (44, 160, 44), (189, 103, 148), \
-    (40, 39, 214), (127, 127, 127)
+BLACK = (30, 30, 30)  # BGR, for the tiles
 TRUE_COLOR, PRED_COLOR = (0, 215, 0), (255, 0, 255)  # green vs magenta: tells apart for most viewers
+# The Tableau palette (matplotlib's default), which stays distinguishable for the common colour-vision deficiencies.
+BLUE, ORANGE, GREEN, RED, PURPLE, GRAY = '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#7f7f7f'
+DPI = 100
 
 
 def text(img, s, org, scale=0.45, color=BLACK, thickness=1, anchor='left'):
-    """Draw `s` with its baseline at org; anchor 'center' or 'right' aligns on org's x."""
+    """Draw `s` on a tile image with its baseline at org; anchor 'center' or 'right' aligns on org's x."""
     (w, _), _ = cv2.getTextSize(s, FONT, scale, thickness)
     x = org[0] - (w // 2 if anchor == 'center' else w if anchor == 'right' else 0)
     cv2.putText(img, s, (int(x), int(org[1])), FONT, scale, color, thickness, cv2.LINE_AA)
     return w
 
 
-def nice_ticks(lo, hi, n=6):
-    """Round tick values in [lo, hi] (steps of 1, 2 or 5 times a power of ten), at most n of them,
-    as many as possible; returns (ticks, step)."""
-    if not hi > lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    mag = 10.0 ** math.floor(math.log10((hi - lo) / n))
-    for step in (m * mag * 10 ** e for e in (0, 1, 2) for m in (1, 2, 5)):
-        first = math.ceil(lo / step - 1e-9) * step
-        count = int((hi - first) / step + 1e-9) + 1
-        if count <= n:
-            return [first + k * step for k in range(count)], step
-    return [lo, hi], hi - lo
+def _figure(width, height):
+    """A matplotlib Figure of width x height pixels on the Agg canvas (pyplot and its global state untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout='constrained')
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def log_ticks(lo, hi):
-    """Tick values for a log10 axis spanning [lo, hi] in log units: decades, or 1-2-5 within one."""
-    if hi - lo >= 1.5:
-        step = max(1, math.ceil((hi - lo) / 5))
-        return [10.0 ** e for e in range(math.ceil(lo), math.floor(hi) + 1) if e % step == 0]
-    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
-        ticks = [m * 10.0 ** e for e in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in mantissas
-                 if lo <= math.log10(m * 10.0 ** e) <= hi]
-        if len(ticks) >= 3:
-            return ticks
-    return ticks
+def _pixels(fig):
+    """The drawn figure as a BGR image (H, W, 3) uint8, for save_png's atomic write."""
+    fig.canvas.draw()
+    return cv2.cvtColor(np.asarray(fig.canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)
 
 
-def tick_label(v, step):
-    if step >= 1:
-        return f"{v:.0f}"
-    decimals = min(6, max(0, -math.floor(math.log10(step) + 1e-9)))
-    return f"{v:.{decimals}f}"
+def _values(rows, key):
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], np.float64)
 
 
-class Panel:
-    """One plot area: data limits mapped onto a pixel rectangle, with frame, grid, ticks and labels."""
-
-    def __init__(self, img, rect, xlim, ylim, title, xlabel='', log_y=False):
-        self.img, self.log_y = img, log_y
-        self.x0, self.y0, self.x1, self.y1 = rect
-        self.xlim = xlim if xlim[1] > xlim[0] else (xlim[0] - 0.5, xlim[1] + 0.5)
-        lo, hi = (math.log10(v) for v in ylim) if log_y else ylim
-        if not hi > lo:
-            pad = abs(lo) * 0.05 or 0.5
-            lo, hi = lo - pad, hi + pad
-        self.ylim = (lo, hi)  # in log10 units when log_y
-        self.title, self.xlabel = title, xlabel
-        self.drawn = []  # pixel positions of the data, so that the legend can avoid them
-
-    def px(self, x, y):
-        if self.log_y:
-            y = math.log10(max(y, 1e-30))
-        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
-        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
-        return int(round(self.x0 + fx * (self.x1 - self.x0))), int(round(self.y1 - fy * (self.y1 - self.y0)))
-
-    def axes(self, integer_x=False):
-        img = self.img
-        xt, xs = nice_ticks(*self.xlim, n=7)
-        if integer_x and xs < 1:
-            xt, xs = [v for v in range(math.ceil(self.xlim[0]), math.floor(self.xlim[1]) + 1)], 1
-        if self.log_y:
-            yt = log_ticks(*self.ylim)
-            ylabels = [f"{v:.0e}".replace('e-0', 'e-') for v in yt]
-        else:
-            yt, ys = nice_ticks(*self.ylim, n=6)
-            ylabels = [tick_label(v, ys) for v in yt]
-        y_any = 10 ** self.ylim[0] if self.log_y else self.ylim[0]
-        for v in xt:
-            x, _ = self.px(v, y_any)
-            cv2.line(img, (x, self.y0), (x, self.y1), GRID, 1)
-            text(img, tick_label(v, xs), (x, self.y1 + 17), 0.4, AXIS, anchor='center')
-        for v, label in zip(yt, ylabels):
-            _, y = self.px(self.xlim[0], v)
-            cv2.line(img, (self.x0, y), (self.x1, y), GRID, 1)
-            text(img, label, (self.x0 - 6, y + 4), 0.4, AXIS, anchor='right')
-        cv2.rectangle(img, (self.x0, self.y0), (self.x1, self.y1), AXIS, 1)
-        text(img, self.title, ((self.x0 + self.x1) // 2, self.y0 - 10), 0.5, BLACK, anchor='center')
-        if self.xlabel:
-            text(img, self.xlabel, ((self.x0 + self.x1) // 2, self.y1 + 36), 0.42, AXIS, anchor='center')
-
-    def line(self, xs, ys, color, thickness=2, markers=None):
-        pts = [self.px(x, y) for x, y in zip(xs, ys) if y is not None and np.isfinite(y)]
-        for a, b in zip(pts, pts[1:] or pts):
-            self.drawn += [tuple(p) for p in np.linspace(a, b, 12).astype(int)]
-        if len(pts) > 1:
-            cv2.polylines(self.img, [np.array(pts, np.int32)], False, color, thickness, cv2.LINE_AA)
-        # Markers make a one-epoch curve visible and show the epochs when there are few.
-        if markers or (markers is None and len(pts) <= 30):
-            for p in pts:
-                cv2.circle(self.img, p, 3, color, -1, cv2.LINE_AA)
-
-    def vline(self, x, color=GRAY, dashed=True):
-        px, _ = self.px(x, 10 ** self.ylim[0] if self.log_y else self.ylim[0])
-        for y in range(self.y0, self.y1, 8 if dashed else self.y1 - self.y0):
-            cv2.line(self.img, (px, y), (px, min(y + 4 if dashed else self.y1, self.y1)), color, 1)
-
-    def legend(self, items):
-        """items: [(label, color) or (label, color, 'circle')]; a white box in the emptiest corner."""
-        w = max(cv2.getTextSize(it[0], FONT, 0.42, 1)[0][0] for it in items) + 36
-        h = 18 * len(items) + 8
-        boxes = [(self.x1 - w - 8, self.y0 + 8), (self.x0 + 8, self.y0 + 8),
-                 (self.x1 - w - 8, self.y1 - h - 8), (self.x0 + 8, self.y1 - h - 8)]
-        pts = np.array(self.drawn or [(-1, -1)])
-        hidden = [int(((pts[:, 0] >= x - 4) & (pts[:, 0] <= x + w + 4) & (pts[:, 1] >= y - 4)
-                       & (pts[:, 1] <= y + h + 4)).sum()) for x, y in boxes]
-        x, y = boxes[int(np.argmin(hidden))]
-        cv2.rectangle(self.img, (x, y), (x + w, y + h), WHITE, -1)
-        cv2.rectangle(self.img, (x, y), (x + w, y + h), GRID, 1)
-        for k, (label, color, *shape) in enumerate(items):
-            yy = y + 16 + 18 * k
-            if shape == ['circle']:
-                cv2.circle(self.img, (x + 15, yy - 4), 5, color, 2, cv2.LINE_AA)
-            else:
-                cv2.line(self.img, (x + 6, yy - 4), (x + 24, yy - 4), color, 2, cv2.LINE_AA)
-            text(self.img, label, (x + 30, yy), 0.42, BLACK)
-
-
-def _finite(values):
-    v = np.array([np.nan if x is None else float(x) for x in values], np.float64)
-    return v[np.isfinite(v)]
-
-
-def _limits(*series, lo_clip=None, hi_clip=None):
-    v = np.concatenate([_finite(s) for s in series]) if series else np.array([])
-    if not len(v):
-        return (0.0, 1.0)
-    lo, hi = float(v.min()), float(v.max())
-    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.01)
-    lo, hi = lo - pad, hi + pad
-    if lo_clip is not None:
-        lo = max(lo, lo_clip)
-    if hi_clip is not None:
-        hi = min(hi, hi_clip)
-    return lo, hi
+def _style(ax, title, ylabel):
+    from matplotlib.ticker import MaxNLocator
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, color='#e4e4e4', linewidth=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def learning_curve(rows, title):
-    """BGR image (H, W, 3) uint8 of losses, validation metrics and learning rate against the epoch."""
-    W, H, top, bottom = 1260, 400, 70, 58
-    img = np.full((H, W, 3), 255, np.uint8)
-    epochs = [r['epoch'] for r in rows]
-    xlim = (min(epochs), max(max(epochs), min(epochs) + 1))
-    col = lambda k: [r.get(k) for r in rows]  # noqa: E731
-    text(img, title, (W // 2, 26), 0.6, BLACK, anchor='center')
-    lefts, width = (60, 480, 900), 340
-    panels = []
+    """BGR image (400, 1300, 3) uint8: train and validation loss, validation score and IoU at threshold 0.5,
+    and the learning rate against the epoch; dashed lines where a --cycles cycle begins."""
+    fig = _figure(1300, 400)
+    fig.suptitle(title, fontsize=12)
+    loss_ax, val_ax, lr_ax = fig.subplots(1, 3)
+    epochs = np.array([r['epoch'] for r in rows], np.float64)
+    marker = 'o' if len(rows) <= 30 else None  # shows a one-epoch curve, and the epochs when there are few
+    kw = dict(marker=marker, markersize=3.5, linewidth=1.6)
 
-    p = Panel(img, (lefts[0], top, lefts[0] + width, H - bottom), xlim,
-              _limits(col('train_loss'), col('val_loss')), 'loss', 'epoch')
-    p.axes(integer_x=True)
-    p.line(epochs, col('train_loss'), BLUE)
-    p.line(epochs, col('val_loss'), ORANGE)
-    p.legend([('train loss', BLUE), ('val loss', ORANGE)])
-    panels.append(p)
+    loss_ax.plot(epochs, _values(rows, 'train_loss'), color=BLUE, label='train loss', **kw)
+    loss_ax.plot(epochs, _values(rows, 'val_loss'), color=ORANGE, label='val loss', **kw)
+    _style(loss_ax, 'loss', 'loss')
 
-    p = Panel(img, (lefts[1], top, lefts[1] + width, H - bottom), xlim,
-              _limits(col('val_score'), col('val_iou'), lo_clip=0.0, hi_clip=1.0), 'validation (threshold 0.5)', 'epoch')
-    p.axes(integer_x=True)
-    p.line(epochs, col('val_iou'), PURPLE)
-    p.line(epochs, col('val_score'), GREEN)
-    items = [('score', GREEN), ('mean IoU', PURPLE)]
-    scores = np.array([np.nan if s is None else float(s) for s in col('val_score')])
+    scores = _values(rows, 'val_score')
+    val_ax.plot(epochs, scores, color=GREEN, label='score', **kw)
+    val_ax.plot(epochs, _values(rows, 'val_iou'), color=PURPLE, label='mean IoU', **kw)
     if np.isfinite(scores).any():
         b = int(np.nanargmax(scores))
-        cv2.circle(img, p.px(epochs[b], scores[b]), 7, RED, 2, cv2.LINE_AA)
-        items.append((f"best {scores[b]:.3f}, epoch {epochs[b]}", RED, 'circle'))
-    p.legend(items)
-    panels.append(p)
+        val_ax.plot(epochs[b], scores[b], 'o', markersize=11, markerfacecolor='none', markeredgecolor=RED,
+                    markeredgewidth=2, label=f'best {scores[b]:.3f}, epoch {int(epochs[b])}')
+    _style(val_ax, 'validation (threshold 0.5)', 'score / IoU')
 
-    lrs = _finite(col('lr'))
-    lrs = lrs[lrs > 0]
-    lo, hi = (float(lrs.min()), float(lrs.max())) if len(lrs) else (1e-4, 1e-3)
-    p = Panel(img, (lefts[2], top, lefts[2] + width, H - bottom), xlim, (lo / 1.5, hi * 1.5),
-              'learning rate', 'epoch', log_y=True)
-    p.axes(integer_x=True)
-    p.line(epochs, [v if v and v > 0 else None for v in col('lr')], GRAY)
-    panels.append(p)
+    lrs = _values(rows, 'lr')
+    lrs[~(lrs > 0)] = np.nan
+    lr_ax.plot(epochs, lrs, color=GRAY, label='learning rate', **kw)
+    if np.nanmax(lrs, initial=0) > 10 * np.nanmin(lrs, initial=np.inf):
+        lr_ax.set_yscale('log')  # a schedule over decades
+    else:
+        lr_ax.ticklabel_format(axis='y', style='sci', scilimits=(0, 0))
+    _style(lr_ax, 'learning rate', 'lr')
 
     # Snapshot ensembling restarts the schedule: mark where each cycle begins.
-    cycles = col('cycle')
-    for k in range(1, len(rows)):
-        if cycles[k] is not None and cycles[k] != cycles[k - 1]:
-            for p in panels:
-                p.vline(epochs[k] - 0.5)
-    return img
+    cycles = [r.get('cycle') for r in rows]
+    starts = [epochs[k] - 0.5 for k in range(1, len(rows)) if cycles[k] is not None and cycles[k] != cycles[k - 1]]
+    for ax in (loss_ax, val_ax, lr_ax):
+        for k, x in enumerate(starts):
+            ax.axvline(x, color=GRAY, linestyle='--', linewidth=1, label='cycle start' if k == 0 else None)
+        ax.legend(loc='best', fontsize=8.5, framealpha=0.9)
+    if len(rows) == 1:
+        for ax in (loss_ax, val_ax, lr_ax):
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    return _pixels(fig)
 
 
 def _outline(mask, scale):
@@ -291,7 +178,7 @@ class ExperimentPlots:
 
     def __call__(self, rows, probs, final=False):
         """rows: the log so far (dicts with epoch, cycle, train_loss, val_loss, val_iou, val_score, lr,
-        seconds); probs: this epoch's validation probabilities (N, 101, 101); final: the run's last
+        seconds, terms); probs: this epoch's validation probabilities (N, 101, 101); final: the run's last
         epoch (always drawn). Returns whether it drew."""
         now = time.monotonic()
         if not final and self.drawn_at is not None and now - self.drawn_at < self.every:
@@ -307,25 +194,113 @@ class ExperimentPlots:
         return True
 
 
-def threshold_curve(path, thresholds, scores, best):
+def summary_writer_class():
+    """torch's SummaryWriter; a UserError naming the install when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package; pip install tensorboard, "
+                        "or leave out --tensorboard") from None
+    return SummaryWriter
+
+
+# TensorBoard tag of each log column; the loss's parts go under loss_terms/.
+TB_TAGS = {'train_loss': 'loss/train', 'val_loss': 'loss/val', 'val_iou': 'val/iou', 'val_score': 'val/score',
+           'lr': 'lr', 'seconds': 'time/epoch_seconds'}
+
+
+class TensorBoardLog:
+    """Per-epoch callback for train.py --tensorboard: the log's scalars and the loss's parts
+    (net.losses) of every epoch, step = epoch, as event files in EXP/tensorboard/.
+
+    resume_epoch: the checkpoint's epoch when the run resumes (0 for a new run, whose directory
+    starts empty). Events from that epoch on are purged and rewritten from the checkpoint's rows,
+    so that those of epochs the killed run logged after its checkpoint disappear. The writer opens
+    at the first call and is flushed after every epoch; close() at the end of the run.
+    """
+
+    def __init__(self, exp, resume_epoch=0):
+        self.writer_class = summary_writer_class()
+        self.exp = exp
+        self.dir = exp.root / 'tensorboard'
+        self.resume_epoch = resume_epoch
+        self.writer = None
+        self.written = 0
+
+    def _open(self):
+        had_events = self.dir.is_dir() and any(self.dir.glob('events.out.tfevents.*'))
+        if not self.resume_epoch:
+            shutil.rmtree(self.dir, ignore_errors=True)  # a replaced run's events
+        elif had_events:
+            self.written = self.resume_epoch - 1
+            self.writer = self.writer_class(str(self.dir), purge_step=self.resume_epoch)
+            return
+        self.writer = self.writer_class(str(self.dir))
+
+    def __call__(self, rows, probs=None, final=False):
+        """rows: the log so far (as ExperimentPlots gets it); writes the epochs not written yet."""
+        with self.exp.writing():
+            self._write(rows)
+        return True
+
+    def _write(self, rows):
+        if self.writer is None:
+            self._open()
+        for r in rows:
+            if r['epoch'] <= self.written:
+                continue
+            for key, tag in TB_TAGS.items():
+                if r.get(key) is not None:
+                    self.writer.add_scalar(tag, float(r[key]), r['epoch'])
+            for name, v in sorted((r.get('terms') or {}).items()):
+                self.writer.add_scalar(f'loss_terms/{name}', float(v), r['epoch'])
+            self.written = r['epoch']
+        self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def threshold_curve(path, thresholds, scores, best, sizes=None, min_size=0):
     """Write a PNG of the validation score against the probability threshold, marking `best`.
 
-    thresholds, scores: 1-D arrays of the same length; best: the chosen threshold.
+    thresholds, scores: 1-D arrays of the same length; best: the chosen threshold. sizes: optionally
+    the small-region sizes searched at `best`, as (size, score or per-image scores) pairs; a second panel shows the
+    score against the size, from no removal (the best threshold's score) on, and marks `min_size`.
     """
     thresholds, scores = np.asarray(thresholds, np.float64), np.asarray(scores, np.float64)
-    W, H = 720, 440
-    img = np.full((H, W, 3), 255, np.uint8)
     b = int(np.argmin(np.abs(thresholds - best)))
-    p = Panel(img, (72, 52, W - 28, H - 62), (0.0, 1.0), _limits(scores, lo_clip=0.0, hi_clip=1.0),
-              f"validation score against threshold: best {scores[b]:.4f} at {thresholds[b]:.2f}",
-              'probability threshold (salt where p > threshold)')
-    p.axes()
-    p.line(thresholds, scores, BLUE, markers=len(thresholds) <= 30)
-    p.vline(0.5, GRAY)
-    p.vline(thresholds[b], RED)
-    cv2.circle(img, p.px(thresholds[b], scores[b]), 6, RED, 2, cv2.LINE_AA)
-    at_half = float(np.interp(0.5, thresholds, scores))
-    p.legend([('score', BLUE), (f"best {thresholds[b]:.2f}: {scores[b]:.4f}", RED, 'circle'),
-              (f"at 0.50: {at_half:.4f}", GRAY)])
-    save_png(path, img)
+    # (0, the best threshold's score): no region removed, the point the sizes are compared with
+    sizes = [(0, float(scores[b]))] + sorted((int(m), float(np.mean(s))) for m, s in sizes if int(m) > 0) if sizes else []
+    fig = _figure(1140 if sizes else 720, 440)
+    axes = fig.subplots(1, 2, width_ratios=[3, 2]) if sizes else [fig.add_subplot()]
+    ax = axes[0]
+    ax.plot(thresholds, scores, color=BLUE, linewidth=1.8, marker='o' if len(thresholds) <= 30 else None,
+            markersize=4, label='score')
+    ax.axvline(0.5, color=GRAY, linestyle=':', linewidth=1.2, label=f'at 0.50: {np.interp(0.5, thresholds, scores):.4f}')
+    ax.axvline(thresholds[b], color=RED, linestyle='--', linewidth=1.2)
+    ax.plot(thresholds[b], scores[b], 'o', markersize=11, markerfacecolor='none', markeredgecolor=RED,
+            markeredgewidth=2, label=f'best {thresholds[b]:.2f}: {scores[b]:.4f}')
+    ax.set_xlim(0, 1)
+    ax.set_title(f'validation score against threshold: best {scores[b]:.4f} at {thresholds[b]:.2f}', fontsize=11)
+    ax.set_xlabel('probability threshold (salt where p > threshold)')
+    ax.set_ylabel('score')
+    ax.grid(True, color='#e4e4e4', linewidth=0.8)
+    ax.legend(loc='best', fontsize=9, framealpha=0.9)
+    if sizes:
+        ax = axes[1]
+        xs = np.arange(len(sizes))
+        ys = np.array([s for _, s in sizes])
+        ax.plot(xs, ys, color=BLUE, marker='o', markersize=4, linewidth=1.8)
+        k = next((i for i, (m, _) in enumerate(sizes) if m == min_size), 0)
+        ax.plot(xs[k], ys[k], 'o', markersize=11, markerfacecolor='none', markeredgecolor=RED, markeredgewidth=2,
+                label=f'chosen: {"none" if sizes[k][0] == 0 else sizes[k][0]} ({ys[k]:.4f})')
+        ax.set_xticks(xs, ['none' if m == 0 else str(m) for m, _ in sizes])
+        ax.set_title(f'small regions removed at threshold {thresholds[b]:.2f}', fontsize=11)
+        ax.set_xlabel('--min_size (pixels)')
+        ax.set_ylabel('score')
+        ax.grid(True, color='#e4e4e4', linewidth=0.8)
+        ax.legend(loc='best', fontsize=9, framealpha=0.9)
+    save_png(path, _pixels(fig))
     return path
