@@ -1,4 +1,8 @@
-"""Inference every predict script shares: a model from a snapshot, its transforms, and predict_probs."""
+"""Inference every predict script shares: a model from a snapshot, its transforms, predict_probs, and the
+glue of predict.py, predict_tta.py and predict_se.py (option checks, the images to predict, one snapshot's
+probabilities)."""
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -99,3 +103,84 @@ def _on_device(arr, rt):
 
 def _torch_dtype(np_dtype):
     return {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}[np.dtype(np_dtype)]
+
+
+# ---------------------------------------------------------------- the predict scripts' glue
+
+def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
+    """Parse a predict script's command line: the shared predict, data and device options, --tta with
+    default `tta` (none: args.tta is 'null'), and what `more(parser)` adds; checked by check_options."""
+    from net.tta import TTAS
+    from utils.cli import Parser, data_options, device_options, predict_options
+    p = Parser(description=description, parents=[predict_options(snapshot), data_options(), device_options()])
+    if tta is not None:
+        p.add_argument('--tta', default=tta, choices=sorted(TTAS), help="test-time augmentation set")
+    if more is not None:
+        more(p)
+    args = p.parse_args(argv)
+    check_options(p, args)
+    if tta is None:
+        args.tta = 'null'
+    return args
+
+
+def check_options(p, args):
+    """One-line errors for predict options that argparse cannot check by itself (names are optional here)."""
+    from net.augmentations import BACK_TRANSFORMS, VAL_AUGS
+    from net.models import ARCHITECTURES
+    for name, registry in (('arch', ARCHITECTURES), ('val_augs', VAL_AUGS), ('val_transforms', BACK_TRANSFORMS)):
+        value = getattr(args, name)
+        if value is not None and value not in registry:
+            p.error(f"argument --{name}: invalid choice: {value!r} (choose from {', '.join(sorted(registry))})")
+    if args.out is not None and Path(args.out).suffix != '.csv':
+        p.error(f"--out {args.out} must end in .csv")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+    if getattr(args, 'min_size', 0) != 'auto' and getattr(args, 'min_size', 0) < 0:
+        p.error("--min_size must be at least 0")
+
+
+def images_to_predict(args, snap):
+    """(uint8 images (N, 101, 101), ids): the PNGs of --images, else the stacked test set of the data folder
+    (--data_dir, else the snapshot's)."""
+    from utils.data import data_dir_for, image_folder, load_test_images
+    if getattr(args, 'images', None):
+        return image_folder(args.images, args.data_dir)
+    return load_test_images(data_dir_for(args.data_dir, snap))
+
+
+def output_tag(args):
+    """What the default output name adds for --images: .<folder name> ('' for the test set)."""
+    return f".{Path(args.images).resolve().name}" if getattr(args, 'images', None) else ''
+
+
+def predict_one(path, args, rt, images, tta, snap=None):
+    """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one}, and the
+    snapshot dict."""
+    model, snap = model_from_snapshot(path, rt, args.arch, snap)
+    val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
+    keys = ('mask', 'border') if 'border' in getattr(model, 'output_keys', ()) else ('mask',)
+    probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
+                             desc=f"predict {Path(path).name}")
+    return probs, snap
+
+
+def predict_snapshot(args):
+    """predict.py and predict_tta.py: one snapshot (or an experiment's best), its probabilities saved and
+    turned into a submission (default EXP/predictions/<snapshot>[.tta_<set>][.<images folder>].csv)."""
+    from net.runtime import setup_runtime
+    from net.tta import build_tta
+    from utils.experiment import prediction_path, resolve_snapshot, searched_options
+    from utils.submission import save_prediction
+    args.snapshot = resolve_snapshot(args.snapshot)
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
+    views = build_tta(args.tta)
+    snap = load_snapshot(args.snapshot)
+    args.th, args.min_size = searched_options(args.snapshot, args.th, args.min_size)
+    images, ids = images_to_predict(args, snap)
+    probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
+    tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
+    out = args.out or prediction_path(args.snapshot, tag)
+    extra = {k: v for k, v in probs.items() if k != 'mask'}
+    return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size)
+

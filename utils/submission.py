@@ -130,3 +130,23 @@ def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
         if mean16 is not None:
             save_npy(out.with_suffix('.npy'), mean16)
         return write_rles(out, ids, rles)
+
+
+def save_prediction(out, ids, probs, th, extra=None, min_size=0):
+    """Save raw probabilities (out's .npy, and out.<key>.npy for each of `extra`) and the submission CSV
+    `out`; print where they are and return out."""
+    from pathlib import Path
+
+    from utils.io import save_npy
+    out = Path(out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
+    with OUT_ADVICE():
+        save_npy(out.with_suffix('.npy'), probs)
+        for key, arr in (extra or {}).items():
+            save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
+        share = write_submission(out, ids, probs, th, min_size)
+    print(f"raw probabilities: {out.with_suffix('.npy')}")
+    print(f"submission: {out} ({len(ids)} images, {share:.1%} with salt at threshold {th})")
+    return out
+
