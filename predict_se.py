@@ -44,7 +44,7 @@ def main(args=None):
 
     import numpy as np
 
-    from net.inference import images_to_predict, output_tag, predict_one
+    from net.inference import emptied, images_to_predict, output_tag, predict_one
     from net.runtime import setup_runtime
     from net.tta import build_tta
     from utils.experiment import ENSEMBLE, best_per_cycle, ensemble_paths
@@ -64,15 +64,19 @@ def main(args=None):
     views = build_tta(args.tta)
     first = load_snapshot(chosen[0][1])
     images, ids = images_to_predict(args, first)
-    total = None
+    total = {}
     for k, path in chosen:
         probs, _ = predict_one(path, args, rt, images, views)
-        p = probs['mask'].astype(np.float32)
-        total = p if total is None else total + p
-    mean = (total / len(chosen)).astype(np.float16)
+        for key in ('mask', 'salt'):
+            if key in probs:
+                p = probs[key].astype(np.float32)
+                total[key] = p if key not in total else total[key] + p
+    mean = {key: (t / len(chosen)).astype(np.float16) for key, t in total.items()}
     default, _ = ensemble_paths(args.snapshot_dir)
     out = args.out or default.with_name(f'{ENSEMBLE}{output_tag(args)}.csv')
-    return save_prediction(out, ids, mean, args.th, min_size=args.min_size)
+    extra = {'salt': mean['salt']} if 'salt' in mean else None
+    return save_prediction(out, ids, mean['mask'], args.th, extra, args.min_size,
+                           emptied(mean.get('salt'), args.empty_below))
 
 
 if __name__ == '__main__':

@@ -48,6 +48,8 @@ def transforms_for(snap, val_augs=None, val_transforms=None):
 # Images moved to the device at once, and probabilities moved back at once: one host round trip per
 # chunk instead of per batch (a 2048 x 101 x 101 float16 chunk is 42 MB).
 CHUNK = 2048
+# Outputs with one value per image (N,), not a map: no TTA inverse, no back-transform.
+IMAGE_LEVEL = frozenset({'salt'})
 
 
 @torch.no_grad()
@@ -59,12 +61,13 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
     (the resident validation fold). val_aug maps (B, C, 101, 101) to the model's input size and
     back maps outputs to 101x101; tta is a list of (forward, inverse) pairs applied around the
     model. With `targets` and `loss_fn`, also returns the mean loss of the plain view.
-    Returns ({key: array (N, 101, 101) out_dtype}, mean loss or None). The loss is summed on the
-    device; the host waits once per CHUNK images.
+    Returns ({key: array (N, 101, 101) out_dtype}, mean loss or None); the image-level key 'salt'
+    (a model with a salt head) gives an array (N,) instead, averaged over the views as they are.
+    The loss is summed on the device; the host waits once per CHUNK images.
     """
     model.eval()
     n = len(images)
-    out = {k: np.empty((n, 101, 101), out_dtype) for k in keys}
+    out = {k: np.empty((n,) if k in IMAGE_LEVEL else (n, 101, 101), out_dtype) for k in keys}
     loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
     bar = tqdm(total=n, desc=desc, unit='img', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
     for c in range(0, n, CHUNK):
@@ -82,10 +85,13 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
                     t = (val_aug(truth[a:a + batch_size].float()) > 0.5).float()
                     loss_sum += loss_fn(o, targets_from(t)).detach().double() * len(batch)
                 for k in keys:
-                    p = inv(torch.sigmoid(o[k].float()))
+                    p = torch.sigmoid(o[k].float())
+                    p = p if k in IMAGE_LEVEL else inv(p)
                     acc[k] = p if acc[k] is None else acc[k] + p
             for k in keys:
-                parts[k].append(back(acc[k] / len(tta))[:, 0].to(_torch_dtype(out_dtype)))
+                mean = acc[k] / len(tta)
+                mean = mean if k in IMAGE_LEVEL else back(mean)[:, 0]
+                parts[k].append(mean.to(_torch_dtype(out_dtype)))
             bar.update(len(batch))
         for k in keys:
             out[k][c:c + len(chunk)] = torch.cat(parts[k]).cpu().numpy()
@@ -155,11 +161,18 @@ def output_tag(args):
 
 
 def predict_one(path, args, rt, images, tta, snap=None):
-    """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one}, and the
-    snapshot dict."""
+    """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one, 'salt': (N,)
+    with --empty_below}, and the snapshot dict."""
     model, snap = model_from_snapshot(path, rt, args.arch, snap)
     val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
-    keys = ('mask', 'border') if 'border' in getattr(model, 'output_keys', ()) else ('mask',)
+    outputs = getattr(model, 'output_keys', ())
+    keys = ('mask', 'border') if 'border' in outputs else ('mask',)
+    if getattr(args, 'empty_below', None) is not None:
+        if 'salt' not in outputs:
+            raise UserError(f"--empty_below needs a model with a salt head, and {path} is a {snap['arch']} without "
+                            f"one; drop --empty_below, or pass a snapshot of an architecture with a 'salt' output "
+                            f"(ds_resnet_34, wide_resnet_hypercolumn, unet_lite_ds, unet_plain_ds)")
+        keys += ('salt',)
     probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
                              desc=f"predict {Path(path).name}")
     return probs, snap
@@ -182,5 +195,13 @@ def predict_snapshot(args):
     tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
     out = args.out or prediction_path(args.snapshot, tag)
     extra = {k: v for k, v in probs.items() if k != 'mask'}
-    return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size)
+    return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size,
+                           emptied(probs.get('salt'), args.empty_below))
+
+
+def emptied(salt, below):
+    """Which masks --empty_below P empties: those whose salt probability (N,) is below P; None when off."""
+    if below is None or salt is None:
+        return None
+    return np.asarray(salt, np.float32) < below
 

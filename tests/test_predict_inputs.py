@@ -184,3 +184,47 @@ def test_snapshot_ensemble_of_an_images_folder(run):
                            '--device', 'cpu', '--threads', '1', '--tta', 'null'])
     assert out == run['exp'] / 'predictions' / 'snapshot_ensemble.images.csv'
     assert len(pd.read_csv(out)) == 10
+
+
+def test_empty_below_empties_what_the_salt_head_doubts(run, tmp_path):
+    """--empty_below P: masks of images with salt probability below P are empty; the others and the raw masks
+    are as without it."""
+    import torch
+
+    from net.models import build_model
+    from utils.experiment import Experiment
+    from utils.rle import rle_encode
+    exp = Experiment(tmp_path / 'ds')
+    config = {'arch': 'unet_lite_ds', 'fold': 0, 'limit': 0, 'cycles': 1, 'data_dir': str(run['data']),
+              'folds_csv': str(run['data'] / 'train_with_folds.csv'), 'val_augs': 'val_128',
+              'val_transforms': 'crop_from_128'}
+    torch.manual_seed(1)
+    model = build_model('unet_lite_ds', pretrained=None)
+    snap = exp.save_snapshot(model.state_dict(), config, 1, 0, {'val_loss': 0.5, 'val_score': 0.5},
+                             np.zeros((2, 101, 101), np.float32))
+    base = ['--snapshot', snap, '--data_dir', run['data'], '--th', '0']  # threshold 0: no mask is empty by itself
+    plain = predict([*base, '--out', tmp_path / 'plain.csv'])
+    assert not plain.with_name('plain.salt.npy').exists()
+    import predict_tta
+    with_salt = predict([*base, '--out', tmp_path / 'p.csv', '--empty_below', '0'])
+    salt = np.load(with_salt.with_name('p.salt.npy')).astype(np.float32)
+    assert salt.shape == (10,) and 0 < salt.min() and salt.max() < 1
+    cut = float(np.median(salt))
+    out = predict([*base, '--out', tmp_path / 'e.csv', '--empty_below', str(cut)])
+    probs = np.load(out.with_suffix('.npy'))
+    assert np.array_equal(probs, np.load(plain.with_suffix('.npy')))
+    rles = list(pd.read_csv(out, dtype=str, keep_default_na=False)['rle_mask'])
+    doubted = salt < cut
+    assert 0 < doubted.sum() < len(salt)
+    assert rles == ['' if d else rle_encode(p > 0) for d, p in zip(doubted, probs)]
+    assert all(pd.read_csv(plain, dtype=str, keep_default_na=False)['rle_mask'])
+    # with TTA the salt probabilities are averaged over the views too
+    tta = predict_tta.main([*map(str, base), '--out', str(tmp_path / 't.csv'), '--empty_below', '1', '--device', 'cpu',
+                            '--threads', '1'])
+    assert not any(pd.read_csv(tta, dtype=str, keep_default_na=False)['rle_mask'])
+    # a model without a salt head: one line
+    import predict as predict_script
+    one_line_error(predict_script.main, ['--snapshot', run['snaps'][0], '--data_dir', run['data'], '--empty_below',
+                                         '0.5', '--out', tmp_path / 'x.csv', '--threads', '1'],
+                   '--empty_below needs a model with a salt head', 'unet_lite_ds')
+    assert not (tmp_path / 'x.csv').exists()

@@ -63,6 +63,10 @@ def predict_options(snapshot=True):
                    help="predict this folder of 101x101 grayscale PNGs instead of the stacked test set: ids are the "
                         "file names without .png, in sample_submission.csv's order when --data_dir is given and has "
                         "one, else sorted; the default --out then ends in .<DIR's name>.csv")
+    p.add_argument('--empty_below', type=probability, default=None, metavar='P',
+                   help="empty a predicted mask when the model's salt head (an image-level output of some "
+                        "architectures) gives the image a salt probability below P (default: off); the raw masks "
+                        "stay as predicted, the salt probabilities are saved beside them (.salt.npy)")
     p.add_argument('--out', default=None, help=f"submission CSV path (default: {out})")
     return p
 
