@@ -196,7 +196,7 @@ def predict_snapshot(args):
     out = args.out or prediction_path(args.snapshot, tag)
     extra = {k: v for k, v in probs.items() if k != 'mask'}
     return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size,
-                           emptied(probs.get('salt'), args.empty_below))
+                           emptied(probs.get('salt'), getattr(args, 'empty_below', None)))
 
 
 def emptied(salt, below):
