@@ -21,7 +21,7 @@ from pathlib import Path
 
 from utils.cli import Parser
 from utils.errors import run_cli
-from utils.thresholds import true_masks_for  # noqa: F401  (benchmarks/ablation.py imports it from here)
+from utils.thresholds import MIN_SIZES
 
 
 def parse_args(argv=None):
@@ -40,7 +40,7 @@ def parse_args(argv=None):
                         "that fold's result goes there instead of beside the masks file")
     p.add_argument('--data_dir', default=None, help="override the experiment's data folder")
     p.add_argument('--steps', type=int, default=101, help="thresholds evenly spaced over [0, 1] (default 101)")
-    p.add_argument('--min_sizes', default='10,20,40,80,160,320', type=size_list,
+    p.add_argument('--min_sizes', default=','.join(map(str, MIN_SIZES)), type=size_list,
                    help="at the best threshold, also try dropping salt regions below these pixel counts (predict*.py --min_size)")
     return p.parse_args(argv)
 

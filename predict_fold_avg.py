@@ -41,8 +41,8 @@ def oof_options(masks, th, min_size, oof=None):
     """Replace 'auto' threshold / min_size by the out-of-fold result (`oof`, or the experiments' default)."""
     if 'auto' not in (th, min_size):
         return th, min_size
-    from utils.experiment import find_config
-    from utils.thresholds import default_oof_path, read_found
+    from utils.experiment import find_config, read_found
+    from utils.thresholds import default_oof_path
     roots = [find_config(f)[1] for f in masks]
     if oof is None:
         if None in roots:

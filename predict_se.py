@@ -3,85 +3,80 @@
     python3 train.py ... --cycles 4 --scheduler cosine --experiment_dir experiments/se_fold0
     python3 predict_se.py --snapshot_dir experiments/se_fold0/snapshots --th 0.5
 
-"Best" is the highest validation score (the iout_ part of the name). Writes
-EXP/predictions/snapshot_ensemble.csv and its raw probabilities beside it.
+"Best" is the highest validation score (the iout_ part of the name; the later epoch on equal
+scores). Writes EXP/predictions/snapshot_ensemble.csv and its raw probabilities beside it (with
+--images DIR: snapshot_ensemble.<DIR's name>.csv).
+
+`--th auto --min_size auto` average the chosen snapshots' validation masks, search the threshold
+and small-region size on them (as optimize_threshold.py does for one snapshot), save the result
+as EXP/snapshots/snapshot_ensemble.best.json and use it.
 """
-import re
-from pathlib import Path
+from utils.errors import run_cli
 
-import numpy as np
 
-from utils.cli import Parser, data_options, device_options, probability
-from utils.errors import UserError, run_cli
-
-NAME = re.compile(r'^epoch_(\d+)\.loss_([-\d.na]+)\.iout_([\d.]+)$')
+def more_options(p):
+    p.add_argument('--snapshot_dir', required=True, help="EXP/snapshots of a run trained with --cycles > 1 (or EXP)")
+    p.add_argument('--cycles', type=int, default=0, help="use only the last N cycles (default: all)")
 
 
 def parse_args(argv=None):
-    from net.tta import TTAS
-    p = Parser(description=__doc__.split('\n')[0], parents=[data_options(), device_options()])
-    p.add_argument('--snapshot_dir', required=True, help="EXP/snapshots of a run trained with --cycles > 1 (or EXP)")
-    p.add_argument('--cycles', type=int, default=0, help="use only the last N cycles (default: all)")
-    p.add_argument('--th', type=probability, default=0.5)
-    p.add_argument('--tta', default='null_hflip', choices=sorted(TTAS))
-    p.add_argument('--arch', default=None)
-    p.add_argument('--val_augs', default=None)
-    p.add_argument('--val_transforms', default=None)
-    p.add_argument('--batch_size', type=int, default=64)
-    p.add_argument('--min_size', type=int, default=0, help="drop predicted salt regions smaller than this many pixels")
-    p.add_argument('--out', default=None, help="submission CSV (default: EXP/predictions/snapshot_ensemble.csv)")
-    args = p.parse_args(argv)
-    from predict import check_options
-    check_options(p, args)
-    return args
+    from net.inference import predict_args
+    return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip', snapshot=False, more=more_options)
 
 
-def best_per_cycle(snapshot_dir):
-    """[(cycle, best snapshot path)] from snapshots/cycle_k/ folders, by validation score."""
-    d = Path(snapshot_dir)
-    if (d / 'snapshots').is_dir():
-        d = d / 'snapshots'
-    if not d.is_dir():
-        raise UserError(f"snapshot folder not found: {d}; pass --snapshot_dir EXP/snapshots")
-    cycles = sorted((int(c.name.split('_')[1]), c) for c in d.glob('cycle_*') if c.name.split('_')[1].isdigit())
-    if not cycles:
-        raise UserError(f"{d} has no cycle_k folders; train with --cycles 2 or more for a snapshot ensemble "
-                        f"(or use predict_tta.py on one snapshot)")
-    chosen = []
-    for k, c in cycles:
-        snaps = [(float(m.group(3)), -int(m.group(1)), f) for f in c.iterdir() if (m := NAME.match(f.name))]
-        if snaps:
-            chosen.append((k, max(snaps)[2]))
-    if not chosen:
-        raise UserError(f"no snapshots in the cycle folders of {d}; train first")
-    return chosen
+def ensemble_options(chosen, snapshot_dir, th, min_size, data_dir=None):
+    """Replace 'auto' threshold / min_size by a search on the chosen snapshots' averaged validation masks."""
+    if 'auto' not in (th, min_size):
+        return th, min_size
+    from utils.experiment import ensemble_paths
+    from utils.thresholds import ensemble
+    _, best_json = ensemble_paths(snapshot_dir)
+    found = ensemble([path for _, path in chosen], best_json, data_dir)
+    th = found['threshold'] if th == 'auto' else th
+    min_size = found['min_size'] if min_size == 'auto' else min_size
+    print(f"saved {best_json}: --th {th:.2f} --min_size {min_size}")
+    return th, min_size
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
+    from pathlib import Path
+
+    import numpy as np
+
+    from net.inference import emptied, images_to_predict, output_tag, predict_one
     from net.runtime import setup_runtime
     from net.tta import build_tta
-    from predict import finish, predict_one, resolve_data_dir
-    from utils.data import load_test_images
+    from utils.experiment import ENSEMBLE, best_per_cycle, ensemble_paths
     from utils.io import load_snapshot
+    from utils.submission import save_prediction
 
     chosen = best_per_cycle(args.snapshot_dir)
     if args.cycles:
         chosen = chosen[-args.cycles:]
+    for k, path in chosen:
+        print(f"cycle {k}: {path.name}")
+    # The search needs the fold's true masks: from --data_dir when it holds training data, else from the
+    # folder the run was trained on (a --data_dir for --images may hold a sample_submission.csv alone).
+    train_dir = args.data_dir if args.data_dir and (Path(args.data_dir) / 'train.csv').is_file() else None
+    args.th, args.min_size = ensemble_options(chosen, args.snapshot_dir, args.th, args.min_size, train_dir)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)
     first = load_snapshot(chosen[0][1])
-    images, ids = load_test_images(resolve_data_dir(args, first))
-    total = None
+    images, ids = images_to_predict(args, first)
+    total = {}
     for k, path in chosen:
-        print(f"cycle {k}: {path.name}")
         probs, _ = predict_one(path, args, rt, images, views)
-        p = probs['mask'].astype(np.float32)
-        total = p if total is None else total + p
-    mean = (total / len(chosen)).astype(np.float16)
-    root = Path(chosen[0][1]).parent.parent.parent
-    out = args.out or root / 'predictions' / 'snapshot_ensemble.csv'
-    return finish(out, ids, mean, args.th, min_size=args.min_size)
+        for key in ('mask', 'salt'):
+            if key in probs:
+                p = probs[key].astype(np.float32)
+                total[key] = p if key not in total else total[key] + p
+    mean = {key: (t / len(chosen)).astype(np.float16) for key, t in total.items()}
+    default, _ = ensemble_paths(args.snapshot_dir)
+    out = args.out or default.with_name(f'{ENSEMBLE}{output_tag(args)}.csv')
+    extra = {'salt': mean['salt']} if 'salt' in mean else None
+    return save_prediction(out, ids, mean['mask'], args.th, extra, args.min_size,
+                           emptied(mean.get('salt'), args.empty_below))
 
 
 if __name__ == '__main__':

@@ -3,20 +3,20 @@
     python3 predict_tta.py --snapshot EXP/snapshots/epoch_... --th 0.5 --tta null_hflip
 
 Each TTA view is predicted, mapped back exactly and averaged (net/tta.py lists the sets).
-Otherwise the same as predict.py.
+Otherwise the same as predict.py (--images DIR included).
 """
-from predict import main as predict_main
-from predict import parse_args as predict_parse_args
 from utils.errors import run_cli
 
 
 def parse_args(argv=None):
-    return predict_parse_args(argv, tta=True)
+    from net.inference import predict_args
+    return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip')
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    return predict_main(args, tta=True)
+    from net.inference import predict_snapshot
+    return predict_snapshot(args)
 
 
 if __name__ == '__main__':

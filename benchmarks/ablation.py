@@ -66,12 +66,13 @@ def parse_args(argv=None):
 
 
 def snapshots(d):
-    return [p for p in d.glob('epoch_*') if p.suffix != '.npy']
+    from utils.experiment import snapshots_in
+    return [s.path for s in snapshots_in(d)]
 
 
 def best_snapshot(d):
-    from utils.experiment import snapshot_score
-    return max(snapshots(d), key=snapshot_score)
+    from utils.experiment import best_of, snapshots_in
+    return best_of(snapshots_in(d)).path
 
 
 def train(cmd, threads, log):
@@ -127,7 +128,7 @@ def validation_scores(snaps, data_dir):
     from net.runtime import setup_runtime
     from net.inference import model_from_snapshot, transforms_for
     from net.tta import TTAS
-    from optimize_threshold import true_masks_for
+    from utils.thresholds import true_masks_for
     from utils.data import fold_indices, load_train_arrays
     from utils.experiment import val_masks_path
     from utils.metric import score, threshold_sweep

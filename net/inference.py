@@ -1,4 +1,8 @@
-"""Inference every predict script shares: a model from a snapshot, its transforms, and predict_probs."""
+"""Inference every predict script shares: a model from a snapshot, its transforms, predict_probs, and the
+glue of predict.py, predict_tta.py and predict_se.py (option checks, the images to predict, one snapshot's
+probabilities)."""
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -44,6 +48,8 @@ def transforms_for(snap, val_augs=None, val_transforms=None):
 # Images moved to the device at once, and probabilities moved back at once: one host round trip per
 # chunk instead of per batch (a 2048 x 101 x 101 float16 chunk is 42 MB).
 CHUNK = 2048
+# Outputs with one value per image (N,), not a map: no TTA inverse, no back-transform.
+IMAGE_LEVEL = frozenset({'salt'})
 
 
 @torch.no_grad()
@@ -55,12 +61,13 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
     (the resident validation fold). val_aug maps (B, C, 101, 101) to the model's input size and
     back maps outputs to 101x101; tta is a list of (forward, inverse) pairs applied around the
     model. With `targets` and `loss_fn`, also returns the mean loss of the plain view.
-    Returns ({key: array (N, 101, 101) out_dtype}, mean loss or None). The loss is summed on the
-    device; the host waits once per CHUNK images.
+    Returns ({key: array (N, 101, 101) out_dtype}, mean loss or None); the image-level key 'salt'
+    (a model with a salt head) gives an array (N,) instead, averaged over the views as they are.
+    The loss is summed on the device; the host waits once per CHUNK images.
     """
     model.eval()
     n = len(images)
-    out = {k: np.empty((n, 101, 101), out_dtype) for k in keys}
+    out = {k: np.empty((n,) if k in IMAGE_LEVEL else (n, 101, 101), out_dtype) for k in keys}
     loss_sum = torch.zeros((), device=rt.device, dtype=torch.float64)
     bar = tqdm(total=n, desc=desc, unit='img', leave=False, disable=desc is None or not rt.is_main, mininterval=0.5)
     for c in range(0, n, CHUNK):
@@ -78,10 +85,13 @@ def predict_probs(model, images, val_aug, back, tta, rt, batch_size=64, keys=('m
                     t = (val_aug(truth[a:a + batch_size].float()) > 0.5).float()
                     loss_sum += loss_fn(o, targets_from(t)).detach().double() * len(batch)
                 for k in keys:
-                    p = inv(torch.sigmoid(o[k].float()))
+                    p = torch.sigmoid(o[k].float())
+                    p = p if k in IMAGE_LEVEL else inv(p)
                     acc[k] = p if acc[k] is None else acc[k] + p
             for k in keys:
-                parts[k].append(back(acc[k] / len(tta))[:, 0].to(_torch_dtype(out_dtype)))
+                mean = acc[k] / len(tta)
+                mean = mean if k in IMAGE_LEVEL else back(mean)[:, 0]
+                parts[k].append(mean.to(_torch_dtype(out_dtype)))
             bar.update(len(batch))
         for k in keys:
             out[k][c:c + len(chunk)] = torch.cat(parts[k]).cpu().numpy()
@@ -99,3 +109,99 @@ def _on_device(arr, rt):
 
 def _torch_dtype(np_dtype):
     return {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}[np.dtype(np_dtype)]
+
+
+# ---------------------------------------------------------------- the predict scripts' glue
+
+def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
+    """Parse a predict script's command line: the shared predict, data and device options, --tta with
+    default `tta` (none: args.tta is 'null'), and what `more(parser)` adds; checked by check_options."""
+    from net.tta import TTAS
+    from utils.cli import Parser, data_options, device_options, predict_options
+    p = Parser(description=description, parents=[predict_options(snapshot), data_options(), device_options()])
+    if tta is not None:
+        p.add_argument('--tta', default=tta, choices=sorted(TTAS), help="test-time augmentation set")
+    if more is not None:
+        more(p)
+    args = p.parse_args(argv)
+    check_options(p, args)
+    if tta is None:
+        args.tta = 'null'
+    return args
+
+
+def check_options(p, args):
+    """One-line errors for predict options that argparse cannot check by itself (names are optional here)."""
+    from net.augmentations import BACK_TRANSFORMS, VAL_AUGS
+    from net.models import ARCHITECTURES
+    for name, registry in (('arch', ARCHITECTURES), ('val_augs', VAL_AUGS), ('val_transforms', BACK_TRANSFORMS)):
+        value = getattr(args, name)
+        if value is not None and value not in registry:
+            p.error(f"argument --{name}: invalid choice: {value!r} (choose from {', '.join(sorted(registry))})")
+    if args.out is not None and Path(args.out).suffix != '.csv':
+        p.error(f"--out {args.out} must end in .csv")
+    if args.batch_size < 1:
+        p.error("--batch_size must be at least 1")
+    if getattr(args, 'min_size', 0) != 'auto' and getattr(args, 'min_size', 0) < 0:
+        p.error("--min_size must be at least 0")
+
+
+def images_to_predict(args, snap):
+    """(uint8 images (N, 101, 101), ids): the PNGs of --images, else the stacked test set of the data folder
+    (--data_dir, else the snapshot's)."""
+    from utils.data import data_dir_for, image_folder, load_test_images
+    if getattr(args, 'images', None):
+        return image_folder(args.images, args.data_dir)
+    return load_test_images(data_dir_for(args.data_dir, snap))
+
+
+def output_tag(args):
+    """What the default output name adds for --images: .<folder name> ('' for the test set)."""
+    return f".{Path(args.images).resolve().name}" if getattr(args, 'images', None) else ''
+
+
+def predict_one(path, args, rt, images, tta, snap=None):
+    """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one, 'salt': (N,)
+    with --empty_below}, and the snapshot dict."""
+    model, snap = model_from_snapshot(path, rt, args.arch, snap)
+    val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
+    outputs = getattr(model, 'output_keys', ())
+    keys = ('mask', 'border') if 'border' in outputs else ('mask',)
+    if getattr(args, 'empty_below', None) is not None:
+        if 'salt' not in outputs:
+            raise UserError(f"--empty_below needs a model with a salt head, and {path} is a {snap['arch']} without "
+                            f"one; drop --empty_below, or pass a snapshot of an architecture with a 'salt' output "
+                            f"(ds_resnet_34, wide_resnet_hypercolumn, unet_lite_ds, unet_plain_ds)")
+        keys += ('salt',)
+    probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
+                             desc=f"predict {Path(path).name}")
+    return probs, snap
+
+
+def predict_snapshot(args):
+    """predict.py and predict_tta.py: one snapshot (or an experiment's best), its probabilities saved and
+    turned into a submission (default EXP/predictions/<snapshot>[.tta_<set>][.<images folder>].csv)."""
+    from net.runtime import setup_runtime
+    from net.tta import build_tta
+    from utils.experiment import prediction_path, resolve_snapshot, searched_options
+    from utils.submission import save_prediction
+    args.snapshot = resolve_snapshot(args.snapshot)
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
+    views = build_tta(args.tta)
+    snap = load_snapshot(args.snapshot)
+    args.th, args.min_size = searched_options(args.snapshot, args.th, args.min_size)
+    images, ids = images_to_predict(args, snap)
+    probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
+    tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
+    out = args.out or prediction_path(args.snapshot, tag)
+    extra = {k: v for k, v in probs.items() if k != 'mask'}
+    return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size,
+                           emptied(probs.get('salt'), getattr(args, 'empty_below', None)))
+
+
+def emptied(salt, below):
+    """Which masks --empty_below P empties: those whose salt probability (N,) is below P; None when off."""
+    if below is None or salt is None:
+        return None
+    return np.asarray(salt, np.float32) < below
+

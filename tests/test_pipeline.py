@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, cut_real
+from utils.experiment import best_snapshot_of
 from utils.rle import rle_decode
 
 FAST = ['--pretrained', 'none', '--n_epochs', '1', '--batch_size', '4', '--limit', '8', '--fold', '0']
@@ -29,7 +30,8 @@ def data(tmp_path_factory):
 
 
 def snapshots(exp):
-    return sorted(p for p in (exp / 'snapshots').rglob('epoch_*') if not p.name.endswith('.npy'))
+    from utils.experiment import snapshots_of
+    return sorted(s.path for s in snapshots_of(exp))
 
 
 def check_submission(csv, data):
@@ -81,7 +83,7 @@ def test_short_training_learns_and_predicts(data, tmp_path):
     log = pd.read_csv(exp / 'logs' / 'log.csv')
     assert list(log['epoch']) == [1, 2, 3, 4]
     assert log['train_loss'].iloc[-1] < log['train_loss'].iloc[0]
-    snap = max(snapshots(exp), key=lambda p: float(p.name.rsplit('iout_', 1)[1]))
+    snap = best_snapshot_of(exp)
     run(['predict.py', '--snapshot', snap])
     check_submission(exp / 'predictions' / f'{snap.name}.csv', data)
 
@@ -189,8 +191,7 @@ def test_experiment_dir_and_auto_options(data, tmp_path):
     run(['train.py', '--arch', 'unet_plain_w8', '--n_epochs', '3', '--batch_size', '8', '--limit', '16',
          '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
          '--optimizer', 'adam_1e-3', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp])
-    best = max((p for p in snapshots(exp)), key=lambda p: (float(p.name.rsplit('iout_', 1)[1]),
-                                                             int(p.name.split('.')[0][len('epoch_'):])))
+    best = best_snapshot_of(exp)
     # before the search, auto is a one-line error that names the command to run
     r = run(['predict_tta.py', '--snapshot', exp, '--th', 'auto'], check=False)
     assert r.returncode == 2 and 'optimize_threshold.py --masks_fn' in r.stderr and 'Traceback' not in r.stderr

@@ -155,6 +155,91 @@ def load_test_images(data_dir, mmap=True):
     return images, ids
 
 
+def data_dir_for(data_dir, snap):
+    """The data folder to predict from: --data_dir, else the one the snapshot was trained on, else ./data."""
+    return Path(data_dir or snap.get('config', {}).get('data_dir') or 'data')
+
+
+# What to do about a bad PNG of the competition's folders (stack_and_save.py).
+DOWNLOAD_FIX = "replace it with the file from the competition download"
+
+
+def read_png(path, binary, fix=DOWNLOAD_FIX):
+    """One 101x101 PNG as uint8 (H, W): a gray image, or 0/1 for a mask (any non-zero pixel is salt).
+
+    A gray image stored as three equal channels (the competition's) is read as one; other colour
+    images, other sizes and unreadable files are UserErrors that end in `fix`.
+    """
+    if not path.is_file():
+        what = 'mask' if binary else 'image'
+        raise UserError(f"{what} missing: {path}; every id of the CSV needs one (is --data_dir the unzipped data?)")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise UserError(f"cannot decode {path} (corrupt or not a PNG); {fix}")
+    if raw.ndim == 3:
+        colour = raw[..., :3]
+        if raw.shape[2] not in (3, 4) or (colour != colour[..., :1]).any():
+            raise UserError(f"{path} is a colour image, not grayscale; {fix}")
+        raw = raw[..., 0]
+    if raw.shape != (SIZE, SIZE):
+        raise UserError(f"{path} is {raw.shape[1]}x{raw.shape[0]}, not 101x101; {fix}")
+    if binary:
+        return (raw != 0).astype(np.uint8)
+    if raw.dtype != np.uint8:
+        raw = (raw >> 8).astype(np.uint8) if raw.dtype == np.uint16 else raw.astype(np.uint8)
+    return raw
+
+
+def stack_pngs(paths, binary, workers=4, desc=None, fix=DOWNLOAD_FIX):
+    """Read PNGs (read_png) into one (N, 101, 101) uint8 array, decoding on `workers` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+    out = np.empty((len(paths), SIZE, SIZE), np.uint8)
+
+    def work(k):
+        out[k] = read_png(paths[k], binary, fix)
+
+    # cv2 releases the GIL while decoding, so threads decode in parallel without copies.
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for _ in tqdm(pool.map(work, range(len(paths)), chunksize=64), total=len(paths), desc=desc,
+                      unit='png', leave=False, mininterval=0.5, disable=desc is None):
+            pass
+    return out
+
+
+def image_folder(folder, order_dir=None, workers=4):
+    """(images (N, 101, 101) uint8, ids) of a folder of PNGs, for predicting without stacked arrays.
+
+    An id is a file name without .png. The order is sample_submission.csv's when `order_dir` has
+    one (then every listed id needs a PNG and every PNG a row), else the ids sorted.
+    """
+    folder = Path(folder)
+    fix = "pass --images with a folder of 101x101 grayscale PNGs"
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}; {fix}")
+    found = {p.name[:-len('.png')]: p for p in folder.iterdir() if p.name.lower().endswith('.png') and p.is_file()}
+    if not found:
+        raise UserError(f"{folder} holds no .png files; {fix}")
+    if order_dir is not None and (Path(order_dir) / 'sample_submission.csv').is_file():
+        ids = test_ids(order_dir)
+        sub = Path(order_dir) / 'sample_submission.csv'
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise UserError(f"{sub} lists {len(missing)} ids without a PNG in {folder} (first: {missing[0]}); pass "
+                            f"the matching --images folder, or leave out --data_dir to predict the PNGs in sorted order")
+        listed = set(ids)
+        extra = sorted(i for i in found if i not in listed)
+        if extra:
+            raise UserError(f"{folder} has {len(extra)} PNGs that {sub} does not list (first: {extra[0]}.png); pass "
+                            f"the matching --data_dir, or leave it out to predict the PNGs in sorted order")
+    else:
+        ids = sorted(found)
+    images = stack_pngs([found[i] for i in ids], False, workers, f"read {folder.name}",
+                        fix=f"replace or remove it, or {fix}")
+    return images, ids
+
+
 def fold_indices(data_dir, folds_csv, fold):
     """Row indices (into the train.csv order) of the training and validation parts of `fold`."""
     ids = train_ids(data_dir)

@@ -47,7 +47,7 @@ def fold_state(d, fold):
     Finished means train.py wrote summary.json after the last checkpoint: a summary older than the
     checkpoint belongs to an earlier end of a run that was resumed or overwritten since.
     """
-    from utils.experiment import Experiment
+    from utils.experiment import Experiment, snapshots_of
     exp = Experiment(d)
     summary = exp.root / 'summary.json'
     if exp.config_path.is_file():
@@ -64,7 +64,7 @@ def fold_state(d, fold):
         return 'resume'
     if not exp.has_run():
         return 'new'
-    if any(p.is_file() for p in exp.snapshot_root.rglob('epoch_*')):
+    if snapshots_of(exp.root):
         raise UserError(f"{d} holds snapshots but no checkpoint.pth to resume from; move it away (or delete it) "
                         f"to train fold {fold} again")
     return 'restart'

@@ -77,9 +77,15 @@ def write_rles(path, ids, rles):
     return float(np.mean([bool(r) for r in rles])) if rles else 0.0
 
 
-def write_submission(path, ids, probs, th, min_size=0):
-    """Write id,rle_mask in the order of `ids`; returns the share of non-empty masks."""
-    return write_rles(path, ids, rle_column(probs, th, min_size))
+def write_submission(path, ids, probs, th, min_size=0, empty=None):
+    """Write id,rle_mask in the order of `ids`; returns the share of non-empty masks.
+
+    empty: optional booleans (N,): these images get an empty mask whatever their probabilities.
+    """
+    rles = rle_column(probs, th, min_size)
+    if empty is not None:
+        rles = ['' if e else r for r, e in zip(rles, empty)]
+    return write_rles(path, ids, rles)
 
 
 def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
@@ -130,3 +136,25 @@ def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
         if mean16 is not None:
             save_npy(out.with_suffix('.npy'), mean16)
         return write_rles(out, ids, rles)
+
+
+def save_prediction(out, ids, probs, th, extra=None, min_size=0, empty=None):
+    """Save raw probabilities (out's .npy, and out.<key>.npy for each of `extra`) and the submission CSV
+    `out` (the images flagged in `empty` with an empty mask); print where they are and return out."""
+    from pathlib import Path
+
+    from utils.io import save_npy
+    out = Path(out)
+    if out.suffix != '.csv':
+        raise UserError(f"--out {out} must end in .csv")
+    with OUT_ADVICE():
+        save_npy(out.with_suffix('.npy'), probs)
+        for key, arr in (extra or {}).items():
+            save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
+        share = write_submission(out, ids, probs, th, min_size, empty)
+    print(f"raw probabilities: {out.with_suffix('.npy')}")
+    if empty is not None:
+        print(f"emptied {int(np.sum(empty))} of {len(ids)} masks whose salt probability is below --empty_below")
+    print(f"submission: {out} ({len(ids)} images, {share:.1%} with salt at threshold {th})")
+    return out
+

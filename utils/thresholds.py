@@ -8,8 +8,9 @@ Several folds, one experiment each (optimize_threshold.py --masks_fn A B C, trai
     holds the experiments and <name> their common name without the fold number
     (experiments/gpu_fold0..4 -> experiments/gpu.oof.best.json; experiments/gpu/fold0..4 ->
     experiments/gpu/oof.best.json); predict_fold_avg.py --th auto finds it there.
+A snapshot ensemble (predict_se.py --th auto): its snapshots' validation masks averaged, searched
+like one fold's and saved as EXP/snapshots/snapshot_ensemble.best.json (+ .thresholds.csv / .png).
 """
-import json
 import os
 import re
 from pathlib import Path
@@ -17,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import UserError
+
+# Small-region sizes tried at the best threshold (optimize_threshold.py --min_sizes).
+MIN_SIZES = (10, 20, 40, 80, 160, 320)
 
 
 def masks_file(path):
@@ -79,31 +83,52 @@ def min_size_search(probs, true, th, sizes, base):
 
 def single(masks_fn, data_dir, steps, min_sizes):
     """optimize_threshold.py on one fold: prints the curve, writes .thresholds.csv/.png and .best.json beside it."""
+    from utils.experiment import best_json_path
+    probs, true, _, _ = load_validation(masks_fn, data_dir)
+    record = search(probs, true, steps, min_sizes, best_json_path(masks_fn), {'masks': str(masks_fn)})
+    return record['threshold'], record['score']
+
+
+def search(probs, true, steps, min_sizes, best_json, extra=None):
+    """The threshold, then the min_size at it, that score best on (probs, true): prints the curve, saves
+    the record (plus `extra`) as `best_json` with <stem>.thresholds.csv/.png beside it; returns the record."""
     import pandas as pd
 
-    from utils.experiment import best_json_path
-    from utils.io import save_csv, save_json
+    from utils.experiment import save_found
+    from utils.io import save_csv
     from utils.metric import threshold_sweep
     from utils.plots import threshold_curve
-    probs, true, _, _ = load_validation(masks_fn, data_dir)
     ths = thresholds(steps)
     scores = threshold_sweep(probs, true, ths)
     every = max(1, (steps - 1) // 20)
     for t, s in list(zip(ths, scores))[::every]:
         print(f"threshold {t:.2f}  score {s:.4f}")
     b = int(np.argmax(scores))
-    stem = Path(masks_fn).with_suffix('')
-    save_csv(stem.with_name(stem.name + '.thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores}))
-    threshold_curve(stem.with_name(stem.name + '.thresholds.png'), ths, scores, ths[b])
+    save_csv(sidecar(best_json, 'thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores}))
+    threshold_curve(sidecar(best_json, 'thresholds.png'), ths, scores, ths[b])
     rows, best_size, best_size_score = min_size_search(probs, true, ths[b], min_sizes, float(scores[b]))
     for m, s in rows:
         print(f"threshold {ths[b]:.2f} --min_size {m:<4d} score {s.mean():.4f}")
-    save_json(best_json_path(masks_fn),
-              {'threshold': round(float(ths[b]), 6), 'score': float(scores[b]), 'min_size': best_size,
-               'score_with_min_size': best_size_score, 'masks': str(masks_fn)})
+    record = {'threshold': round(float(ths[b]), 6), 'score': float(scores[b]), 'min_size': best_size,
+              'score_with_min_size': best_size_score, **(extra or {})}
+    save_found(best_json, record)
     print(f"best threshold {ths[b]:.2f}: score {scores[b]:.4f} (at 0.50: {np.interp(0.5, ths, scores):.4f})"
           + (f"; with --min_size {best_size}: {best_size_score:.4f}" if best_size else ""))
-    return float(ths[b]), float(scores[b])
+    return record
+
+
+def ensemble(snapshots, best_json, data_dir=None, steps=101, min_sizes=MIN_SIZES):
+    """The search on the mean of several snapshots' validation masks (one experiment's, so one fold):
+    saves `best_json` (the snapshots listed in it) and returns its record."""
+    from utils.experiment import val_masks_path
+    masks = [val_masks_path(s) for s in snapshots]
+    total = None
+    for fn in masks:
+        probs, true, _, _ = load_validation(fn, data_dir)
+        total = probs.astype(np.float32) if total is None else total + probs
+    print(f"threshold search on the mean validation masks of {len(masks)} snapshots")
+    return search(total / len(masks), true, steps, min_sizes, best_json,
+                  {'snapshots': [str(s) for s in snapshots], 'masks': [str(m) for m in masks]})
 
 
 def thresholds(steps):
@@ -112,7 +137,7 @@ def thresholds(steps):
     return np.linspace(0.0, 1.0, steps)
 
 
-def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=(10, 20, 40, 80, 160, 320), out=None):
+def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=MIN_SIZES, out=None):
     """Search the threshold and min_size on the validation images of every fold together.
 
     masks_fns: one validation masks file (or experiment directory) per fold. Prints the
@@ -122,7 +147,8 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=(10, 20, 40, 80, 
     """
     import pandas as pd
 
-    from utils.io import save_csv, save_json
+    from utils.experiment import save_found
+    from utils.io import save_csv
     from utils.metric import threshold_image_scores
     from utils.plots import threshold_curve
     if out is not None and Path(out).suffix != '.json':
@@ -175,7 +201,7 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=(10, 20, 40, 80, 
     out = Path(out) if out else default_oof_path([f['root'] for f in folds])
     save_csv(sidecar(out, 'thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores, **dict(zip(labels, curves))}))
     threshold_curve(sidecar(out, 'thresholds.png'), ths, scores, th)
-    save_json(out, record)
+    save_found(out, record)
     for label, f in zip(labels, record['folds']):
         print(f"{label}: {f['score']:.4f} at the out-of-fold threshold {th:.2f} "
               f"(its own best {f['own_score']:.4f} at {f['own_threshold']:.2f}; {f['images']} images)")
@@ -211,15 +237,3 @@ def default_oof_path(roots):
         return path.relative_to(Path.cwd().resolve())
     except ValueError:
         return path
-
-
-def read_found(path, make_it):
-    """(threshold, min_size) from a .best.json / .oof.best.json; errors name the command that makes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--th/--min_size auto need {path}; make it with: {make_it}")
-    try:
-        best = json.loads(path.read_text())
-        return float(best['threshold']), int(best['min_size'])
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not optimize_threshold.py's output; run optimize_threshold.py again") from None
