@@ -209,3 +209,7 @@ def test_training_and_threshold_search_write_their_pngs(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     png = masks.with_name(masks.stem + '.thresholds.png')
     assert read_png(png).std() > 20
+    assert read_png(png).shape == (440, 1140, 3)  # the min-size panel beside the threshold curve
+    # the breakdown by coverage covers every validation image once
+    lines = r.stdout[r.stdout.index('by salt coverage'):].splitlines()[2:6]
+    assert sum(int(line.split()[-3]) for line in lines) == len(np.load(masks))

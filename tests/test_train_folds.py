@@ -145,6 +145,7 @@ def test_folds_side_by_side_with_a_fold_placeholder(data, tmp_path):
     mine = json.loads((tmp_path / 'mine.json').read_text())
     assert {k: mine[k] for k in ('threshold', 'score', 'min_size')} == {k: oof[k] for k in ('threshold', 'score', 'min_size')}
     assert 'out-of-fold    fold 0    fold 1' in out and out.splitlines()[-1].startswith('best out-of-fold threshold')
+    assert 'by salt coverage' in out
     curve = pd.read_csv(tmp_path / 'mine.thresholds.csv')
     assert list(curve.columns) == ['threshold', 'score', 'fold 0', 'fold 1'] and len(curve) == 101
     n = [f['images'] for f in mine['folds']]

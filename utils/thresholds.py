@@ -81,6 +81,17 @@ def min_size_search(probs, true, th, sizes, base):
     return rows, best, best_score
 
 
+def print_breakdown(probs, true, th, min_size, size_rows):
+    """Print the score at (th, min_size) broken down by the true masks' salt coverage."""
+    from utils.metric import breakdown_table, coverage_breakdown, image_scores
+    from utils.submission import binarize
+    scores = dict(size_rows).get(min_size) if min_size else None
+    if scores is None:
+        scores = image_scores(binarize(probs, th), true)
+    print(f"by salt coverage, at threshold {th:.2f} and --min_size {min_size}:")
+    print(breakdown_table(coverage_breakdown(scores, true)))
+
+
 def single(masks_fn, data_dir, steps, min_sizes):
     """optimize_threshold.py on one fold: prints the curve, writes .thresholds.csv/.png and .best.json beside it."""
     from utils.experiment import best_json_path
@@ -105,10 +116,11 @@ def search(probs, true, steps, min_sizes, best_json, extra=None):
         print(f"threshold {t:.2f}  score {s:.4f}")
     b = int(np.argmax(scores))
     save_csv(sidecar(best_json, 'thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores}))
-    threshold_curve(sidecar(best_json, 'thresholds.png'), ths, scores, ths[b])
     rows, best_size, best_size_score = min_size_search(probs, true, ths[b], min_sizes, float(scores[b]))
     for m, s in rows:
         print(f"threshold {ths[b]:.2f} --min_size {m:<4d} score {s.mean():.4f}")
+    threshold_curve(sidecar(best_json, 'thresholds.png'), ths, scores, ths[b], sizes=rows, min_size=best_size)
+    print_breakdown(probs, true, float(ths[b]), best_size, rows)
     record = {'threshold': round(float(ths[b]), 6), 'score': float(scores[b]), 'min_size': best_size,
               'score_with_min_size': best_size_score, **(extra or {})}
     save_found(best_json, record)
@@ -200,7 +212,8 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=MIN_SIZES, out=No
     }
     out = Path(out) if out else default_oof_path([f['root'] for f in folds])
     save_csv(sidecar(out, 'thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores, **dict(zip(labels, curves))}))
-    threshold_curve(sidecar(out, 'thresholds.png'), ths, scores, th)
+    threshold_curve(sidecar(out, 'thresholds.png'), ths, scores, th, sizes=rows, min_size=best_size)
+    print_breakdown(probs, true, th, best_size, rows)
     save_found(out, record)
     for label, f in zip(labels, record['folds']):
         print(f"{label}: {f['score']:.4f} at the out-of-fold threshold {th:.2f} "
