@@ -21,7 +21,7 @@ from pathlib import Path
 
 from utils.cli import Parser
 from utils.errors import run_cli
-from utils.thresholds import MIN_SIZES
+from utils.thresholds import MIN_SIZES, masks_file, out_of_fold, single
 
 
 def parse_args(argv=None):
@@ -57,7 +57,6 @@ def size_list(text):
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from utils.thresholds import masks_file, out_of_fold, single
     if isinstance(args.masks_fn, (str, Path)):  # a caller's Namespace with one path
         args.masks_fn = [args.masks_fn]
     if len(args.masks_fn) == 1 and args.out is None:

@@ -8,17 +8,16 @@ probabilities <snapshot>.npy (N, 101, 101) float16 beside it, for predict_fold_a
 With --images DIR, the PNGs of DIR are predicted instead of the stacked test set (no training
 data needed): EXP/predictions/<snapshot>.<DIR's name>.csv.
 """
+from net.inference import predict_args, predict_snapshot
 from utils.errors import run_cli
 
 
 def parse_args(argv=None, tta=False):
-    from net.inference import predict_args
     return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip' if tta else None)
 
 
 def main(args=None, tta=False):
     args = args if args is not None and not isinstance(args, list) else parse_args(args, tta)
-    from net.inference import predict_snapshot
     return predict_snapshot(args)
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from utils.cli import Parser, int_or_auto, probability_or_auto
 from utils.errors import UserError, run_cli
+from utils.experiment import find_config, read_found
+from utils.submission import fold_average
+from utils.thresholds import default_oof_path
 
 
 def parse_args(argv=None):
@@ -41,8 +44,6 @@ def oof_options(masks, th, min_size, oof=None):
     """Replace 'auto' threshold / min_size by the out-of-fold result (`oof`, or the experiments' default)."""
     if 'auto' not in (th, min_size):
         return th, min_size
-    from utils.experiment import find_config, read_found
-    from utils.thresholds import default_oof_path
     roots = [find_config(f)[1] for f in masks]
     if oof is None:
         if None in roots:
@@ -60,7 +61,6 @@ def oof_options(masks, th, min_size, oof=None):
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from utils.submission import fold_average
     if Path(args.out).suffix != '.csv':
         raise UserError(f"--out {args.out} must end in .csv")
     args.th, args.min_size = oof_options(args.masks, args.th, args.min_size, args.oof)

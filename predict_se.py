@@ -11,7 +11,18 @@ scores). Writes EXP/predictions/snapshot_ensemble.csv and its raw probabilities 
 and small-region size on them (as optimize_threshold.py does for one snapshot), save the result
 as EXP/snapshots/snapshot_ensemble.best.json and use it.
 """
+from pathlib import Path
+
+import numpy as np
+
+from net.inference import emptied, images_to_predict, output_tag, predict_args, predict_one
+from net.runtime import setup_runtime
+from net.tta import build_tta
 from utils.errors import run_cli
+from utils.experiment import ENSEMBLE, best_per_cycle, ensemble_paths
+from utils.io import load_snapshot
+from utils.submission import save_prediction
+from utils.thresholds import ensemble
 
 
 def more_options(p):
@@ -20,7 +31,6 @@ def more_options(p):
 
 
 def parse_args(argv=None):
-    from net.inference import predict_args
     return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip', snapshot=False, more=more_options)
 
 
@@ -28,8 +38,6 @@ def ensemble_options(chosen, snapshot_dir, th, min_size, data_dir=None):
     """Replace 'auto' threshold / min_size by a search on the chosen snapshots' averaged validation masks."""
     if 'auto' not in (th, min_size):
         return th, min_size
-    from utils.experiment import ensemble_paths
-    from utils.thresholds import ensemble
     _, best_json = ensemble_paths(snapshot_dir)
     found = ensemble([path for _, path in chosen], best_json, data_dir)
     th = found['threshold'] if th == 'auto' else th
@@ -40,17 +48,6 @@ def ensemble_options(chosen, snapshot_dir, th, min_size, data_dir=None):
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from pathlib import Path
-
-    import numpy as np
-
-    from net.inference import emptied, images_to_predict, output_tag, predict_one
-    from net.runtime import setup_runtime
-    from net.tta import build_tta
-    from utils.experiment import ENSEMBLE, best_per_cycle, ensemble_paths
-    from utils.io import load_snapshot
-    from utils.submission import save_prediction
-
     chosen = best_per_cycle(args.snapshot_dir)
     if args.cycles:
         chosen = chosen[-args.cycles:]

@@ -5,17 +5,16 @@
 Each TTA view is predicted, mapped back exactly and averaged (net/tta.py lists the sets).
 Otherwise the same as predict.py (--images DIR included).
 """
+from net.inference import predict_args, predict_snapshot
 from utils.errors import run_cli
 
 
 def parse_args(argv=None):
-    from net.inference import predict_args
     return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip')
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from net.inference import predict_snapshot
     return predict_snapshot(args)
 
 

@@ -28,8 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from net.runtime import cpu_has_native_bf16
 from utils.cli import Parser
 from utils.errors import UserError, run_cli
+from utils.io import save_json
 
 ROOT = Path(__file__).resolve().parent
 
@@ -103,7 +105,6 @@ def main(args=None):
     out = Path(args.out) if args.out else exp.with_name(exp.name + '.submission.csv')
     amp = args.amp
     if amp == 'auto':
-        from net.runtime import cpu_has_native_bf16
         amp = 'auto' if args.device != 'cpu' and _cuda() else ('bf16' if cpu_has_native_bf16() else 'off')
     minutes = {}
     t0 = time.monotonic()
@@ -149,7 +150,6 @@ def main(args=None):
         record['out_of_fold_score_before_pseudo'] = before.get('score_with_min_size') or before.get('score')
         record['pseudo_labels'] = {k: v for k, v in json.loads((pseudo / 'pseudo_labels.json').read_text()).items()
                                    if k != 'ids'}
-    from utils.io import save_json
     save_json(exp.with_name(exp.name + '.recipe.json'), record)
     score = oof.get('score_with_min_size') or oof.get('score')
     print(f"\nrecipe {args.preset}: {total:.1f} min; out-of-fold score "

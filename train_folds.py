@@ -20,8 +20,13 @@ auto reads). With --predict, each fold's best snapshot then predicts the test im
 import sys
 from pathlib import Path
 
+from net.tta import TTAS
 from utils.cli import Parser, data_options, device_options
 from utils.errors import UserError, run_cli
+from utils.experiment import best_snapshot_of, find_config
+from utils.folds import Job, choose_gpus, failure_of, fold_dir, fold_state, parse_folds, run_jobs
+from utils.submission import fold_average
+from utils.thresholds import default_oof_path, out_of_fold
 
 ROOT = Path(__file__).resolve().parent
 # Options train_folds.py sets for each train.py run itself.
@@ -29,7 +34,6 @@ OWNED = ('--fold', '--experiment_dir', '--resume', '--overwrite')
 
 
 def parse_args(argv=None):
-    from net.tta import TTAS
     p = Parser(description=__doc__.split('\n')[0], allow_abbrev=False,
                epilog="Any other option is passed to every train.py run (e.g. --arch, --n_epochs, --data_dir, "
                       "--device; python3 train.py --help lists them). Run the same command again after a stop or a "
@@ -74,8 +78,6 @@ def parse_args(argv=None):
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    from utils.folds import Job, choose_gpus, failure_of, fold_dir, fold_state, parse_folds, run_jobs
-    from utils.thresholds import default_oof_path
 
     folds = parse_folds(args.folds)
     dirs = {k: fold_dir(args.experiment_dir, k) for k in folds}
@@ -102,7 +104,6 @@ def main(args=None):
         check_jobs(jobs, failure_of, 'training', "fix it and run the same command again: finished folds are "
                                                  "skipped, the others resume")
 
-    from utils.thresholds import out_of_fold
     roots = [dirs[k] for k in folds]
     oof = default_oof_path(roots)
     print(f"\n== out-of-fold threshold over folds {args.folds} ==")
@@ -118,9 +119,6 @@ def main(args=None):
 
 def predict_folds(args, folds, dirs, record, gpus, slots, parallel, out):
     """Each fold's best snapshot predicts the test images with TTA; the fold average is the submission."""
-    from utils.experiment import best_snapshot_of, find_config
-    from utils.folds import Job, failure_of, run_jobs
-    from utils.submission import fold_average
     th, min_size = record['threshold'], record['min_size']
     passed = device_argv(args.shared)
     jobs, npys = [], []

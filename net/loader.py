@@ -14,6 +14,10 @@ import weakref
 import numpy as np
 import torch
 
+from net.augmentations import build_train_aug, reseed
+from net.device_aug import build_device_aug
+from utils.data import TrainDataset, targets_of
+
 SEED_STRIDE = 100003
 
 
@@ -191,7 +195,6 @@ def batches(dataset, batch_size, rt, seed, epoch):
     if rt.workers == 0 and getattr(dataset, 'aug', None) is not None:
         # Each loader draws from its own seeded copy of the augmentations: a prefetch thread of an
         # earlier loader that is still running must not draw from (and shift) this one's generator.
-        from net.augmentations import reseed
         dataset = copy.copy(dataset)
         dataset.aug = reseed(copy.deepcopy(dataset.aug), epoch_seed(seed, epoch, rt.rank) % 2 ** 32)
     loader = torch.utils.data.DataLoader(
@@ -228,7 +231,6 @@ def _stack_numpy(items):
 
 def _seed_worker(worker_id):
     # Each worker's torch seed derives from the loader's seeded generator, so this is reproducible.
-    from net.augmentations import reseed
     info = torch.utils.data.get_worker_info()
     if getattr(info.dataset, 'aug', None) is not None:
         reseed(info.dataset.aug, torch.initial_seed() % 2 ** 32)
@@ -242,15 +244,11 @@ class TrainBatches:
     """
 
     def __init__(self, images, masks, train_augs, rt, with_border=False):
-        from utils.data import TrainDataset
         self.rt = rt
         if rt.loader == 'device':
-            from net.device_aug import build_device_aug
-            from utils.data import targets_of
             self.resident = ResidentData(images, targets_of(masks, with_border), build_device_aug(train_augs), rt)
             self.dataset = None
         else:
-            from net.augmentations import build_train_aug
             self.dataset = TrainDataset(images, masks, build_train_aug(train_augs), with_border=with_border)
             self.resident = None
 

@@ -32,6 +32,7 @@ import numpy as np
 from utils.cli import Parser, int_or_auto, probability
 from utils.data import load_test_images, load_train_arrays, read_columns
 from utils.errors import UserError, run_cli
+from utils.experiment import read_found
 from utils.io import load_npy, save_json, save_npy, save_rows
 from utils.rle import rle_encode
 from utils.submission import binarize, check_probs
@@ -100,7 +101,6 @@ def main(args=None):
         raise UserError(f"{out} already exists; pass another --out, or --overwrite to replace its pseudo-label files")
     th, min_size = args.th, args.min_size
     if 'auto' in (th, min_size):
-        from utils.thresholds import read_found
         best_th, best_size = read_found(args.oof, "python3 train_folds.py ... (or optimize_threshold.py)")
         th = best_th if th == 'auto' else th
         min_size = best_size if min_size == 'auto' else min_size

@@ -1,5 +1,6 @@
 """Reading the competition's files and the stacked arrays, and the training dataset."""
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -192,8 +193,6 @@ def read_png(path, binary, fix=DOWNLOAD_FIX):
 
 def stack_pngs(paths, binary, workers=4, desc=None, fix=DOWNLOAD_FIX):
     """Read PNGs (read_png) into one (N, 101, 101) uint8 array, decoding on `workers` threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from tqdm import tqdm
     out = np.empty((len(paths), SIZE, SIZE), np.uint8)
 

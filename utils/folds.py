@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.experiment import Experiment, snapshots_of
 
 LOG_NAME = 'train_folds.log'
 
@@ -47,7 +48,6 @@ def fold_state(d, fold):
     Finished means train.py wrote summary.json after the last checkpoint: a summary older than the
     checkpoint belongs to an earlier end of a run that was resumed or overwritten since.
     """
-    from utils.experiment import Experiment, snapshots_of
     exp = Experiment(d)
     summary = exp.root / 'summary.json'
     if exp.config_path.is_file():
@@ -258,7 +258,6 @@ def failure_of(job):
     """Why a job failed, in a few words: the signal that killed it, its own `prog: error: ...`
     message, or its last line (the exception of a traceback)."""
     if job.code is not None and job.code < 0:
-        import signal
         try:
             return f"killed by {signal.Signals(-job.code).name}"
         except ValueError:

@@ -1,10 +1,12 @@
 """Turning probability masks into the competition's submission CSV."""
 import functools
+from pathlib import Path
 
 import numpy as np
 
+from utils.data import test_ids
 from utils.errors import UserError
-from utils.io import advice, save_rows
+from utils.io import advice, load_npy, save_npy, save_rows
 from utils.rle import rle_encode
 
 # What to do when a submission or its probabilities cannot be written (utils.io.WriteError).
@@ -96,10 +98,6 @@ def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
     outlive a chunk, and nothing is written before every chunk has passed. Returns the share of
     images with salt.
     """
-    from pathlib import Path
-
-    from utils.data import test_ids
-    from utils.io import load_npy, save_npy
     out = Path(out)
     if out.suffix != '.csv':
         raise UserError(f"--out {out} must end in .csv")
@@ -141,9 +139,6 @@ def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
 def save_prediction(out, ids, probs, th, extra=None, min_size=0, empty=None):
     """Save raw probabilities (out's .npy, and out.<key>.npy for each of `extra`) and the submission CSV
     `out` (the images flagged in `empty` with an empty mask); print where they are and return out."""
-    from pathlib import Path
-
-    from utils.io import save_npy
     out = Path(out)
     if out.suffix != '.csv':
         raise UserError(f"--out {out} must end in .csv")

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.data import fold_indices, load_train_arrays
 from utils.errors import UserError
+from utils.experiment import best_json_path, find_config, resolve_snapshot, save_found, val_masks_path
+from utils.io import load_npy, save_csv
+from utils.metric import breakdown_table, coverage_breakdown, image_scores, threshold_image_scores, threshold_sweep
+from utils.plots import threshold_curve
+from utils.submission import binarize, check_probs
 
 # Small-region sizes tried at the best threshold (optimize_threshold.py --min_sizes).
 MIN_SIZES = (10, 20, 40, 80, 160, 320)
@@ -25,7 +31,6 @@ MIN_SIZES = (10, 20, 40, 80, 160, 320)
 
 def masks_file(path):
     """A validation masks file as given, or the best snapshot's of an experiment directory."""
-    from utils.experiment import resolve_snapshot, val_masks_path
     return val_masks_path(resolve_snapshot(path)) if Path(path).is_dir() else Path(path)
 
 
@@ -36,8 +41,6 @@ def true_masks_for(masks_fn, data_dir=None):
 
 def validation_set_of(masks_fn, data_dir=None):
     """(config, true masks (N, 101, 101), experiment root) of the experiment a masks file belongs to."""
-    from utils.data import fold_indices, load_train_arrays
-    from utils.experiment import find_config
     config, root = find_config(masks_fn)
     if config is None:
         raise UserError(f"no train_config.json found above {masks_fn}; pass a val_masks_*.npy from an experiment's snapshots/")
@@ -51,8 +54,6 @@ def validation_set_of(masks_fn, data_dir=None):
 
 def load_validation(masks_fn, data_dir=None):
     """(probabilities, true masks, config, experiment root) of one fold, checked against each other."""
-    from utils.io import load_npy
-    from utils.submission import check_probs
     probs = load_npy(masks_fn, 'validation masks', 'python3 train.py ... (it writes val_masks_*.npy beside each snapshot)')
     config, true, root = validation_set_of(masks_fn, data_dir)
     check_probs(probs, masks_fn)
@@ -71,8 +72,6 @@ def sidecar(best_json, what):
 
 def min_size_search(probs, true, th, sizes, base):
     """[(size, per-image scores)] for each size, and the best size (0 when none beats `base`)."""
-    from utils.metric import image_scores
-    from utils.submission import binarize
     rows = [(m, image_scores(binarize(probs, th, m), true)) for m in sorted(set(sizes) - {0})]
     best, best_score = 0, base
     for m, s in rows:
@@ -83,8 +82,6 @@ def min_size_search(probs, true, th, sizes, base):
 
 def print_breakdown(probs, true, th, min_size, size_rows):
     """Print the score at (th, min_size) broken down by the true masks' salt coverage."""
-    from utils.metric import breakdown_table, coverage_breakdown, image_scores
-    from utils.submission import binarize
     scores = dict(size_rows).get(min_size) if min_size else None
     if scores is None:
         scores = image_scores(binarize(probs, th), true)
@@ -94,7 +91,6 @@ def print_breakdown(probs, true, th, min_size, size_rows):
 
 def single(masks_fn, data_dir, steps, min_sizes):
     """optimize_threshold.py on one fold: prints the curve, writes .thresholds.csv/.png and .best.json beside it."""
-    from utils.experiment import best_json_path
     probs, true, _, _ = load_validation(masks_fn, data_dir)
     record = search(probs, true, steps, min_sizes, best_json_path(masks_fn), {'masks': str(masks_fn)})
     return record['threshold'], record['score']
@@ -105,10 +101,6 @@ def search(probs, true, steps, min_sizes, best_json, extra=None):
     the record (plus `extra`) as `best_json` with <stem>.thresholds.csv/.png beside it; returns the record."""
     import pandas as pd
 
-    from utils.experiment import save_found
-    from utils.io import save_csv
-    from utils.metric import threshold_sweep
-    from utils.plots import threshold_curve
     ths = thresholds(steps)
     scores = threshold_sweep(probs, true, ths)
     every = max(1, (steps - 1) // 20)
@@ -132,7 +124,6 @@ def search(probs, true, steps, min_sizes, best_json, extra=None):
 def ensemble(snapshots, best_json, data_dir=None, steps=101, min_sizes=MIN_SIZES):
     """The search on the mean of several snapshots' validation masks (one experiment's, so one fold):
     saves `best_json` (the snapshots listed in it) and returns its record."""
-    from utils.experiment import val_masks_path
     masks = [val_masks_path(s) for s in snapshots]
     total = None
     for fn in masks:
@@ -159,10 +150,6 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=MIN_SIZES, out=No
     """
     import pandas as pd
 
-    from utils.experiment import save_found
-    from utils.io import save_csv
-    from utils.metric import threshold_image_scores
-    from utils.plots import threshold_curve
     if out is not None and Path(out).suffix != '.json':
         raise UserError(f"--out {out} must end in .json (e.g. oof.best.json)")
     folds = []
