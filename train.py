@@ -19,12 +19,13 @@ from utils.errors import UserError, run_cli
 
 
 def registries():
-    from net.augmentations import BACK_TRANSFORMS, TRAIN_AUGS, VAL_AUGS
+    from net.augmentations import BACK_TRANSFORMS, VAL_AUGS
+    from net.geometry import PRESETS
     from net.losses import LOSSES
     from net.models import ARCHITECTURES
     from net.optim import OPTIMIZERS, SCHEDULERS
     return dict(arch=ARCHITECTURES, loss=LOSSES, optimizer=OPTIMIZERS, scheduler=SCHEDULERS,
-                train_augs=TRAIN_AUGS, val_augs=VAL_AUGS, val_transforms=BACK_TRANSFORMS)
+                train_augs=PRESETS, val_augs=VAL_AUGS, val_transforms=BACK_TRANSFORMS)
 
 
 def parse_args(argv=None, border=False):
@@ -38,9 +39,13 @@ def parse_args(argv=None, border=False):
     p.add_argument('--lr', type=float, default=None,
                    help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
     p.add_argument('--scheduler', default='step_50_05', choices=sorted(reg['scheduler']))
-    p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']))
-    p.add_argument('--val_augs', default='val_128_resize', choices=sorted(reg['val_augs']))
-    p.add_argument('--val_transforms', default='resize_from_any', choices=sorted(reg['val_transforms']))
+    p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']),
+                   help="input preset: the train augmentation, which also fixes the validation input, its "
+                        "back-transform and the input size")
+    p.add_argument('--val_augs', default=None, choices=sorted(reg['val_augs']),
+                   help="validation input transform (default: the --train_augs preset's)")
+    p.add_argument('--val_transforms', default=None, choices=sorted(reg['val_transforms']),
+                   help="back-transform to 101x101 (default: the one that undoes --val_augs)")
     p.add_argument('--batch_size', type=int, default=32)
     p.add_argument('--val_batch_size', type=int, default=64)
     p.add_argument('--n_epochs', type=int, default=None, help="epochs (default 200; with --resume, the run's own)")
@@ -104,6 +109,12 @@ def build_config(args):
             'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
+    from net.geometry import preset, run_inputs
+    config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
+    own = preset(args.train_augs).val
+    if config['val_augs'] != own:
+        print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
+              f"{config['val_augs']}", file=sys.stderr)
     if args.init:
         from utils.experiment import resolve_snapshot
         args.init = resolve_snapshot(args.init)
@@ -140,13 +151,14 @@ def main(args=None, border=False):
 def _train(args, exp):
     import torch
 
-    from net.augmentations import TRAIN_VAL_PAIRS, VAL_BACK_PAIRS, build_back_transform, build_val_aug
+    from net.augmentations import build_back_transform, build_val_aug
     from net.loop import fit
     from net.loader import TrainBatches
     from net.losses import build_loss
     from net.models import build_model
     from net.optim import build_optimizer
     from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
+    from utils.experiment import read_checkpoint
 
     if args.tensorboard:
         from utils.plots import summary_writer_class
@@ -155,7 +167,7 @@ def _train(args, exp):
     resume = None
     if args.resume:
         exp.check(resume=True, overwrite=False)
-        resume = load_checkpoint(exp.checkpoint_path)
+        resume = read_checkpoint(exp.checkpoint_path)
         config = resume['config']
         # Only the length of the run, its time budget and how many snapshots it keeps may change when resuming.
         if args.n_epochs and args.n_epochs != config['n_epochs']:
@@ -174,13 +186,6 @@ def _train(args, exp):
         torch.distributed.barrier()
     torch.manual_seed(config['seed'])
     np.random.seed(config['seed'])
-
-    if TRAIN_VAL_PAIRS.get(config['train_augs']) not in (None, config['val_augs']):
-        print(f"warning: --train_augs {config['train_augs']} places images like {TRAIN_VAL_PAIRS[config['train_augs']]}, "
-              f"not like --val_augs {config['val_augs']}", file=sys.stderr)
-    if VAL_BACK_PAIRS.get(config['val_augs']) not in (None, config['val_transforms']):
-        raise UserError(f"--val_transforms {config['val_transforms']} does not undo --val_augs {config['val_augs']}; "
-                        f"pass --val_transforms {VAL_BACK_PAIRS[config['val_augs']]}")
 
     tr_images, tr_masks, va_images, va_targets = load_fold(config)
     model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
@@ -240,15 +245,6 @@ def init_from(model, path, arch):
     if snap['arch'] != arch:
         raise UserError(f"--init {path} is a {snap['arch']} snapshot, not {arch}; pass --arch {snap['arch']} or another snapshot")
     model.load_state_dict(snap['model'])
-
-
-def load_checkpoint(path):
-    from utils.io import load_torch
-    state = load_torch(path, 'checkpoint', "start again with --overwrite")
-    need = {'model', 'optimizer', 'epoch', 'rows', 'best', 'base_lrs', 'rng', 'seconds_spent', 'config'}
-    if not isinstance(state, dict) or not need <= set(state):
-        raise UserError(f"{path} is not a checkpoint written by train.py; start again with --overwrite")
-    return state
 
 
 def make_plotter(exp, images, masks, board=None):

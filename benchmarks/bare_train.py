@@ -35,7 +35,7 @@ def main():
     p.add_argument('--seed', type=int, default=42)
     args = p.parse_args()
 
-    from net.augmentations import build_train_aug
+    from net.geometry import build_train_aug
     from net.models import build_model
 
     d = Path(args.data_dir)

@@ -1,21 +1,7 @@
 """Training augmentations (albumentations, numpy) and deterministic validation/test transforms (torch).
 
-Geometry at a glance (input is always the 101x101 TGS tile):
-
-=================  ======================================  ===================  ========================
-train aug          what it does                            paired val aug       back transform
-=================  ======================================  ===================  ========================
-train_128_v1       hflip, mild brightness/contrast,        val_128_resize       resize_from_any
-                   resize 101->128
-train_128_v2       hflip, affine (reflect), b/c, gamma,    val_128_resize       resize_from_any
-                   resize 101->128
-train_128_v3       hflip, shift on reflect-101 padding,    val_128              crop_from_128
-                   b/c, reflect-101 pad 13/14 -> 128
-train_256_v1       hflip, affine (reflect), b/c,           val_256              crop_resize_from_256
-                   resize 101->202, reflect-101 pad 27
-train_112_v3       as train_128_v3, reflect-101 pad 5/6    val_112              crop_from_112
-                   -> 112 (1.3x less compute than 128)
-=================  ======================================  ===================  ========================
+Which train set, validation input and back transform go together, and at what input size, is
+``net.geometry``'s record of each preset.
 
 Every train factory takes ``p`` (scales the probability of every random op; ``p=0`` leaves only the
 deterministic geometry, which then equals the paired val aug) and ``seed``.
@@ -168,23 +154,6 @@ def train_256_v1(p=1.0, seed=None):
     ], seed)
 
 
-TRAIN_AUGS = {
-    'train_128_v1': train_128_v1,
-    'train_128_v2': train_128_v2,
-    'train_128_v3': train_128_v3,
-    'train_256_v1': train_256_v1,
-    'train_112_v3': train_112_v3,
-}
-
-TRAIN_VAL_PAIRS = {
-    'train_128_v1': 'val_128_resize',
-    'train_128_v2': 'val_128_resize',
-    'train_128_v3': 'val_128',
-    'train_256_v1': 'val_256',
-    'train_112_v3': 'val_112',
-}
-
-
 def _check_side(x, side, name):
     if x.dim() != 4 or x.shape[-2:] != (side, side):
         raise ValueError(f"{name} expects (N, C, {side}, {side}), got {tuple(x.shape)}")
@@ -261,22 +230,6 @@ BACK_TRANSFORMS = {
     'crop_resize_from_256': crop_resize_from_256,
     'crop_from_112': crop_from_112,
 }
-
-VAL_BACK_PAIRS = {
-    'val_128': 'crop_from_128',
-    'val_128_resize': 'resize_from_any',
-    'val_256': 'crop_resize_from_256',
-    'val_112': 'crop_from_112',
-}
-
-# Model input side produced by each val aug (and by the train augs paired with it).
-VAL_SIZES = {'val_128': 128, 'val_128_resize': 128, 'val_256': 256, 'val_112': 112}
-
-
-def build_train_aug(name, p=1.0, seed=None):
-    """The train Compose ``name``; call it as ``aug(image=img, mask=m)`` or ``aug(image=img, masks=[m, b])``."""
-    return lookup(TRAIN_AUGS, name, 'train augmentation')(p=p, seed=seed)
-
 
 def build_val_aug(name):
     """The tensor transform ``name``: float (N,C,101,101) -> (N,C,S,S)."""

@@ -1,7 +1,7 @@
 """Batched tensor versions of the train augmentations, for a training fold that sits on the GPU.
 
-Each set in ``DEVICE_AUGS`` stands for the albumentations Compose of the same name in
-``net.augmentations.TRAIN_AUGS``: same ops, same order, same probabilities and parameter ranges, each
+Each set in ``DEVICE_AUGS`` stands for the albumentations Compose of the same name (the
+``device`` and ``train`` of a preset in ``net.geometry``): same ops, same order, same probabilities and parameter ranges, each
 op decided per sample. The whole batch goes through one code path on the device (GPU or CPU tensors
 alike): the random numbers are one ``torch.rand`` draw from the caller's generator, flips, shifts and
 affine warps together are one ``grid_sample`` over per-sample source coordinates, and nothing waits on
@@ -80,8 +80,8 @@ class DeviceAug:
         if shift is not None and affine:
             raise ValueError("a set has either an integer shift or an affine warp, not both")
         self.val_name = val_name
-        self.out_size = aug.VAL_SIZES[val_name]
         self._val_image = aug.build_val_aug(val_name)
+        self.out_size = self._val_image(torch.zeros(1, 1, SRC, SRC)).shape[-1]
         self._val_target = _TARGET_GEOMETRY[val_name]
         self.p_flip = p_flip
         self.shift, self.p_shift = shift, p_shift

@@ -39,10 +39,19 @@ def model_from_snapshot(path, rt, arch=None, snap=None):
 
 
 def transforms_for(snap, val_augs=None, val_transforms=None):
-    """The snapshot's input transform and back-transform, unless overridden."""
-    from net.augmentations import build_back_transform, build_val_aug
-    return (build_val_aug(val_augs or snap['val_augs']),
-            build_back_transform(val_transforms or snap['val_transforms']))
+    """(input transform, back-transform) of a snapshot: the ones it was validated with, unless overridden.
+
+    An overriding val_augs brings the back-transform that undoes it; overrides are checked
+    (net.geometry.inputs_for) against each other and the snapshot's input size.
+    """
+    from net.augmentations import VAL_AUGS, build_back_transform, build_val_aug
+    from net.geometry import inputs_for, of_val
+    val, back = snap['val_augs'], snap['val_transforms']
+    if val_augs or val_transforms:
+        size = of_val(val).size if val in VAL_AUGS else None
+        val, back = inputs_for(size, val_augs or val, val_transforms or (None if val_augs else back),
+                               sized_by=f"the snapshot (validated with {val})")
+    return build_val_aug(val), build_back_transform(back)
 
 
 # Images moved to the device at once, and probabilities moved back at once: one host round trip per

@@ -14,8 +14,9 @@ import weakref
 import numpy as np
 import torch
 
-from net.augmentations import build_train_aug, reseed
+from net.augmentations import reseed
 from net.device_aug import build_device_aug
+from net.geometry import build_train_aug, preset
 from utils.data import TrainDataset, targets_of
 
 SEED_STRIDE = 100003
@@ -239,14 +240,15 @@ def _seed_worker(worker_id):
 class TrainBatches:
     """The training fold and how its batches are made: `epoch(batch_size, seed, epoch)` gives one epoch.
 
-    rt.loader 'device': a :class:`ResidentData` with the batched device augmentation of `train_augs`;
+    rt.loader 'device': a :class:`ResidentData` with the batched twin of preset `train_augs` (net.geometry);
     'prefetch': utils.data.TrainDataset with the albumentations set, on a background thread.
     """
 
     def __init__(self, images, masks, train_augs, rt, with_border=False):
         self.rt = rt
         if rt.loader == 'device':
-            self.resident = ResidentData(images, targets_of(masks, with_border), build_device_aug(train_augs), rt)
+            device_aug = build_device_aug(preset(train_augs).device)
+            self.resident = ResidentData(images, targets_of(masks, with_border), device_aug, rt)
             self.dataset = None
         else:
             self.dataset = TrainDataset(images, masks, build_train_aug(train_augs), with_border=with_border)

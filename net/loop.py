@@ -110,12 +110,6 @@ def amp_scaler(rt):
     return None
 
 
-def cosine_time_factor(fraction, floor=0.01):
-    """Learning-rate multiplier for a schedule driven by the share of the time budget spent."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction))
-
-
 def _rng_state():
     return {'torch': torch.get_rng_state(),
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -136,7 +130,8 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
     checkpoint that `resume` (the loaded checkpoint dict) continues from exactly.
     Only rank 0 writes. Returns a summary dict (best epoch, score, paths).
     """
-    from net.optim import build_scheduler
+    from net.optim import BY_TIME, lr_at
+    from utils.experiment import checkpoint_state
     from utils.metric import mean_iou, score
 
     n_epochs, cycles = config['n_epochs'], config['cycles']
@@ -145,8 +140,8 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
     scaler = amp_scaler(rt)
     budget = config.get('max_minutes') or 0
     by_time = budget > 0 and config.get('schedule_by') == 'time'
+    schedule = BY_TIME if by_time else config['scheduler']
     rows, best, done, spent = [], None, 0, 0.0
-    scheduler = None
     if resume is not None:
         unwrap(model).load_state_dict(resume['model'])
         optimizer.load_state_dict(resume['optimizer'])
@@ -157,9 +152,6 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
             exp.write_log(rows)  # a kill between checkpoint and log left the log one epoch behind
         base_lrs = resume['base_lrs']
         _set_rng_state(resume['rng'])
-        if done % per_cycle and not by_time:
-            scheduler = build_scheduler(config['scheduler'], optimizer, per_cycle)
-            scheduler.load_state_dict(resume['scheduler'])
     # The validation fold stays on the device with the training fold (uploaded once, 6.5 MB).
     val_inputs = (val_images, val_targets)
     if rt.loader == 'device':
@@ -177,20 +169,16 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
             spent_share = (time.monotonic() - start) / (budget * 60) * cycles
             cycle = min(int(spent_share), cycles - 1)
             new_cycle = epoch == 1 or cycle != rows[-1]['cycle']
+            progress = spent_share - cycle
         else:
             cycle = (epoch - 1) // per_cycle
-            new_cycle = (epoch - 1) % per_cycle == 0
+            progress = (epoch - 1) % per_cycle
+            new_cycle = progress == 0
         if new_cycle:
-            # A new cycle restarts the schedule from the base rate and keeps its own best snapshots.
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g['lr'] = lr
-            if not by_time:
-                scheduler = build_scheduler(config['scheduler'], optimizer, per_cycle)
+            # A new cycle restarts the schedule from the base rate (progress 0) and keeps its own best snapshots.
             best = {'val_loss': float('inf'), 'val_score': -1.0, 'epoch': 0, 'path': None}
-        if by_time:
-            f = cosine_time_factor(spent_share - cycle)
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g['lr'] = lr * f
+        for g, base in zip(optimizer.param_groups, base_lrs):
+            g['lr'] = lr_at(schedule, base, progress, per_cycle)
         lr = optimizer.param_groups[0]['lr']
         t0 = time.monotonic()
         loader = train_set.epoch(config['batch_size'], config['seed'], epoch)
@@ -216,8 +204,6 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
                 best.update(epoch=epoch, path=str(saved) if saved else None)
             best['val_loss'] = min(best['val_loss'], metrics['val_loss'])
             best['val_score'] = max(best['val_score'], metrics['val_score'])
-        if scheduler is not None:
-            scheduler.step()
         if swa_share and _in_swa_window(swa_share, epoch, n_epochs, start, budget, by_time):
             swa = swa if swa is not None else _averaged(model)
             swa.update_parameters(unwrap(model))
@@ -225,14 +211,10 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         if rt.is_main:
             # Checkpoint before log: a kill between the two then leaves a log one epoch behind, which
             # --resume rewrites from the checkpoint's rows, never a logged epoch that cannot be resumed.
-            exp.save_checkpoint({
-                'model': unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
-                'scheduler': scheduler.state_dict() if scheduler is not None else {},
-                'scaler': scaler.state_dict() if scaler is not None else {},
-                'epoch': epoch, 'cycle': cycle, 'rows': rows, 'best': best, 'base_lrs': base_lrs,
-                'rng': _rng_state(), 'seconds_spent': time.monotonic() - start, 'config': config,
-                'swa': swa.state_dict() if swa is not None else None,
-            })
+            exp.save_checkpoint(checkpoint_state(
+                unwrap(model).state_dict(), optimizer.state_dict(), scaler.state_dict() if scaler is not None else None,
+                epoch, cycle, rows, best, base_lrs, _rng_state(), time.monotonic() - start, config,
+                swa.state_dict() if swa is not None else None))
             exp.write_log(rows)
             tqdm.write(f"epoch {epoch}/{n_epochs}  train {train_loss:.4f}  val {val_loss:.4f}  "
                        f"iou {metrics['val_iou']:.3f}  score {metrics['val_score']:.3f}  lr {lr:.2e}  "

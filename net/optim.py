@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules, by the names the original pipeline used."""
 import functools
+import math
 
 import torch
 
@@ -24,20 +25,34 @@ OPTIMIZERS = {
 }
 
 
-def _step(step_size, gamma, optimizer, epochs):
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+def _step(step_size, gamma, base_lr, epoch, epochs):
+    # Multiplied once per step, as torch's StepLR does, so that the rates agree with it to the bit.
+    lr = base_lr
+    for _ in range(epoch // step_size):
+        lr = lr * gamma
+    return lr
 
 
-def _cosine(optimizer, epochs):
-    # Anneals to 1% of the base rate over one cycle; snapshot ensembling restarts it per cycle.
-    base = optimizer.param_groups[0]['lr']
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs), eta_min=base * 0.01)
+def _cosine(base_lr, epoch, epochs):
+    # Anneals to 1% of the base rate over one cycle; snapshot ensembling restarts it per cycle. Written as
+    # torch's CosineAnnealingLR recurrence (not the closed form, which differs in the last bits), so runs
+    # reproduce the rates that earlier versions logged.
+    period, floor = max(1, epochs), base_lr * 0.01
+    lr = base_lr
+    for e in range(1, epoch + 1):
+        if (e - 1 - period) % (2 * period) == 0:
+            lr = lr + (base_lr - floor) * (1 - math.cos(math.pi / period)) / 2
+        else:
+            lr = ((1 + math.cos(math.pi * e / period)) / (1 + math.cos(math.pi * (e - 1) / period))
+                  * (lr - floor) + floor)
+    return lr
 
 
-def _constant(optimizer, epochs):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+def _constant(base_lr, epoch, epochs):
+    return base_lr
 
 
+# name -> f(base_lr, epoch, epochs): the rate of the cycle's epoch (0, 1, ...) of `epochs`.
 SCHEDULERS = {
     'step_50_01': functools.partial(_step, 50, 0.1),
     'step_50_05': functools.partial(_step, 50, 0.5),
@@ -46,6 +61,26 @@ SCHEDULERS = {
     'cosine': _cosine,
     'none': _constant,
 }
+
+# The schedule of --schedule_by time: its progress is the share of the cycle's time budget spent.
+BY_TIME = 'time'
+
+
+def cosine_time_factor(fraction, floor=0.01):
+    """Learning-rate multiplier for a schedule driven by the share of the time budget spent."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def lr_at(schedule, base_lr, progress, cycle_epochs=1):
+    """The learning rate at `progress` into a cycle, which starts again from `base_lr`.
+
+    schedule: a SCHEDULERS name, with progress the whole epochs done in the cycle (0 for its first) of
+    cycle_epochs; or BY_TIME, with progress the share (0-1) of the cycle's time budget spent.
+    """
+    if schedule == BY_TIME:
+        return base_lr * cosine_time_factor(progress)
+    return lookup(SCHEDULERS, schedule, 'scheduler')(base_lr, progress, cycle_epochs)
 
 
 def build_optimizer(name, params, lr=None, fused=False):
@@ -60,7 +95,3 @@ def build_optimizer(name, params, lr=None, fused=False):
         factory = functools.partial(factory.func, lr)
     return factory(params, **kw)
 
-
-def build_scheduler(name, optimizer, epochs_per_cycle):
-    """The schedule registered as `name`; stepped once per epoch, restarted at each cycle."""
-    return lookup(SCHEDULERS, name, 'scheduler')(optimizer, epochs_per_cycle)

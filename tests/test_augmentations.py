@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from net import augmentations as aug
+from net import geometry
 from utils.data import border_of
 from utils.errors import UserError
 
@@ -35,22 +36,23 @@ def _to_tensor(a):
     return torch.from_numpy(np.ascontiguousarray(a)).float()[None, None]
 
 
-SIZES = {name: aug.VAL_SIZES[aug.TRAIN_VAL_PAIRS[name]] for name in aug.TRAIN_AUGS}
+SIZES = {name: g.size for name, g in geometry.PRESETS.items()}
 
 
 def test_registries_are_complete():
-    assert set(aug.TRAIN_AUGS) == {'train_128_v1', 'train_128_v2', 'train_128_v3', 'train_256_v1', 'train_112_v3'}
-    assert set(aug.TRAIN_VAL_PAIRS) == set(aug.TRAIN_AUGS)
-    assert set(aug.TRAIN_VAL_PAIRS.values()) <= set(aug.VAL_AUGS)
-    assert set(aug.VAL_BACK_PAIRS) == set(aug.VAL_AUGS) == set(aug.VAL_SIZES)
-    assert set(aug.VAL_BACK_PAIRS.values()) == set(aug.BACK_TRANSFORMS)
+    assert set(geometry.PRESETS) == {'train_128_v1', 'train_128_v2', 'train_128_v3', 'train_256_v1', 'train_112_v3'}
+    assert set(aug.VAL_AUGS) == {'val_128', 'val_128_resize', 'val_256', 'val_112'}
+    assert set(aug.BACK_TRANSFORMS) == {'crop_from_128', 'resize_from_any', 'crop_resize_from_256', 'crop_from_112'}
+    # Every validation input and back-transform belongs to a preset.
+    assert {g.val for g in geometry.PRESETS.values()} == set(aug.VAL_AUGS)
+    assert {g.back for g in geometry.PRESETS.values()} == set(aug.BACK_TRANSFORMS)
 
 
-@pytest.mark.parametrize('name', sorted(aug.TRAIN_AUGS))
+@pytest.mark.parametrize('name', sorted(geometry.PRESETS))
 def test_train_aug_shapes_and_dtypes(name):
     rng = np.random.default_rng(1)
     img, m = _realish_image(rng), _mask()
-    t = aug.build_train_aug(name, seed=0)
+    t = geometry.build_train_aug(name, seed=0)
     s = SIZES[name]
     for _ in range(10):
         out = t(image=img, mask=m)
@@ -59,12 +61,12 @@ def test_train_aug_shapes_and_dtypes(name):
         assert set(np.unique(out['mask'])) <= {0, 1}
 
 
-@pytest.mark.parametrize('name', sorted(aug.TRAIN_AUGS))
+@pytest.mark.parametrize('name', sorted(geometry.PRESETS))
 def test_train_aug_keeps_image_and_mask_aligned(name):
     rng = np.random.default_rng(2)
     m = _mask()
     img = _encoding_image(m, rng)
-    t = aug.build_train_aug(name, seed=3)
+    t = geometry.build_train_aug(name, seed=3)
     agreements = []
     for _ in range(N_DRAWS):
         out = t(image=img, mask=m)
@@ -75,14 +77,14 @@ def test_train_aug_keeps_image_and_mask_aligned(name):
     assert min(agreements) >= 0.98, (name, min(agreements))
 
 
-@pytest.mark.parametrize('name', sorted(aug.TRAIN_AUGS))
+@pytest.mark.parametrize('name', sorted(geometry.PRESETS))
 def test_extra_masks_follow_the_same_geometry(name):
     rng = np.random.default_rng(4)
     m = _mask()
     img = _encoding_image(m, rng)
     border = border_of(m)
-    one = aug.build_train_aug(name, seed=5)
-    two = aug.build_train_aug(name, seed=5)
+    one = geometry.build_train_aug(name, seed=5)
+    two = geometry.build_train_aug(name, seed=5)
     for _ in range(10):
         a = one(image=img, mask=m)
         b = two(image=img, masks=[m, border])
@@ -95,8 +97,8 @@ def test_extra_masks_follow_the_same_geometry(name):
 def test_seeded_draws_are_reproducible_and_vary():
     rng = np.random.default_rng(6)
     img, m = _realish_image(rng), _mask()
-    a = aug.build_train_aug('train_128_v2', seed=7)
-    b = aug.build_train_aug('train_128_v2', seed=7)
+    a = geometry.build_train_aug('train_128_v2', seed=7)
+    b = geometry.build_train_aug('train_128_v2', seed=7)
     outs_a = [a(image=img, mask=m)['image'] for _ in range(5)]
     outs_b = [b(image=img, mask=m)['image'] for _ in range(5)]
     for x, y in zip(outs_a, outs_b):
@@ -108,8 +110,8 @@ def test_seeded_decisions_are_not_correlated():
     # With one generator per transform all seeded alike, flip and brightness would always co-occur.
     rng = np.random.default_rng(8)
     img = _realish_image(rng)
-    t = aug.build_train_aug('train_128_v1', seed=9)
-    ref = aug.build_train_aug('train_128_v1', p=0)(image=img)['image'].astype(int)
+    t = geometry.build_train_aug('train_128_v1', seed=9)
+    ref = geometry.build_train_aug('train_128_v1', p=0)(image=img)['image'].astype(int)
     seen = set()
     for _ in range(80):
         out = t(image=img)['image'].astype(int)
@@ -120,15 +122,15 @@ def test_seeded_decisions_are_not_correlated():
     assert len(seen) == 4, seen
 
 
-@pytest.mark.parametrize('name', sorted(aug.TRAIN_AUGS))
+@pytest.mark.parametrize('name', sorted(geometry.PRESETS))
 def test_train_geometry_equals_paired_val_aug(name):
     rng = np.random.default_rng(10)
     img, m = _realish_image(rng), _mask()
-    val = aug.VAL_AUGS[aug.TRAIN_VAL_PAIRS[name]]
-    out = aug.build_train_aug(name, p=0)(image=img, mask=m)
+    val = aug.VAL_AUGS[geometry.PRESETS[name].val]
+    out = geometry.build_train_aug(name, p=0)(image=img, mask=m)
     want_img = val(_to_tensor(img))[0, 0].numpy()
     want_mask = val(_to_tensor(m))[0, 0].numpy() > 0.5
-    if aug.TRAIN_VAL_PAIRS[name] in ('val_128', 'val_112'):
+    if geometry.PRESETS[name].val in ('val_128', 'val_112'):
         np.testing.assert_array_equal(out['image'], want_img)
         np.testing.assert_array_equal(out['mask'], want_mask)
     else:
@@ -141,9 +143,9 @@ def test_train_geometry_equals_paired_val_aug(name):
 def test_val_aug_shapes(name):
     x = torch.rand(3, 2, 101, 101)
     y = aug.build_val_aug(name)(x)
-    s = aug.VAL_SIZES[name]
+    s = geometry.of_val(name).size
     assert y.shape == (3, 2, s, s) and y.dtype == x.dtype
-    back = aug.build_back_transform(aug.VAL_BACK_PAIRS[name])(y)
+    back = aug.build_back_transform(geometry.of_val(name).back)(y)
     assert back.shape == x.shape
 
 
@@ -179,7 +181,7 @@ def _iou(a, b):
 
 @pytest.mark.parametrize('name', ['val_128_resize', 'val_256'])
 def test_resize_round_trips(name):
-    fwd, back = aug.VAL_AUGS[name], aug.BACK_TRANSFORMS[aug.VAL_BACK_PAIRS[name]]
+    fwd, back = aug.VAL_AUGS[name], aug.BACK_TRANSFORMS[geometry.of_val(name).back]
     x = _smooth()
     assert (back(fwd(x)) - x).abs().max() < 0.02
     m = torch.from_numpy(_mask()).bool()
@@ -235,7 +237,7 @@ def test_border_of_accepts_bool_and_rejects_bad_args():
         border_of(m[None])
 
 
-@pytest.mark.parametrize('build', [aug.build_train_aug, aug.build_val_aug, aug.build_back_transform])
+@pytest.mark.parametrize('build', [geometry.build_train_aug, aug.build_val_aug, aug.build_back_transform])
 def test_unknown_names_raise_user_error(build):
     with pytest.raises(UserError, match='choose one of'):
         build('no_such_thing')
@@ -243,7 +245,7 @@ def test_unknown_names_raise_user_error(build):
 
 class _Tiles(torch.utils.data.Dataset):
     def __init__(self, seed):
-        self.aug = aug.build_train_aug('train_128_v2', seed=seed)
+        self.aug = geometry.build_train_aug('train_128_v2', seed=seed)
         self.img = np.tile(np.arange(0, 202, 2, dtype=np.uint8), (101, 1))
 
     def __len__(self):

@@ -12,11 +12,12 @@ from albumentations.augmentations.pixel import functional as fpix
 
 from net import augmentations as aug
 from net import device_aug as dev
+from net import geometry as geo
 from utils.data import border_of
 from utils.errors import UserError
 
-NAMES = sorted(aug.TRAIN_AUGS)
-SIZES = {name: aug.VAL_SIZES[aug.TRAIN_VAL_PAIRS[name]] for name in NAMES}
+NAMES = sorted(geo.PRESETS)
+SIZES = {name: geo.PRESETS[name].size for name in NAMES}
 # Draws per set in the distribution tests; 256 outputs cost 4x more, and that set's affine code is
 # the one train_128_v2 checks with 2000.
 N_DIST = {'train_256_v1': 1000}
@@ -126,7 +127,7 @@ TOL = {'mean': 1e-3, 'std': 1e-4}
 def _albu_stats(name):
     rng = np.random.default_rng(0)
     img, (bar, square) = _realish_image(rng), _markers()
-    t = aug.build_train_aug(name, seed=1)
+    t = geo.build_train_aug(name, seed=1)
     parts = []
     for _ in range(N_DIST.get(name, N_DEFAULT) // CHUNK):
         outs = [t(image=img, masks=[bar, square]) for _ in range(CHUNK)]
@@ -169,9 +170,11 @@ def _mismatches(name, got, want):
 
 
 def test_registry_matches_train_augs():
-    assert set(dev.DEVICE_AUGS) == set(aug.TRAIN_AUGS)
+    assert set(dev.DEVICE_AUGS) == {g.device for g in geo.PRESETS.values()}
     for name in NAMES:
-        assert dev.build_device_aug(name).out_size == SIZES[name]
+        g = geo.PRESETS[name]
+        twin = dev.build_device_aug(g.device)
+        assert (twin.val_name, twin.out_size) == (g.val, g.size), name
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -207,10 +210,10 @@ def test_p0_is_the_paired_val_transform(name):
     masks = torch.from_numpy((rng.random((4, 2, 101, 101)) < 0.5).astype(np.uint8))
     masks[0, 0] = torch.from_numpy(_mask())
     x01, t = dev.build_device_aug(name, p=0)(images, masks, torch.Generator().manual_seed(0))
-    val = aug.build_val_aug(aug.TRAIN_VAL_PAIRS[name])
+    val = aug.build_val_aug(geo.PRESETS[name].val)
     assert torch.equal(x01, val(images.float() / 255.0))
     # Targets land where the albumentations set (p=0) puts its masks.
-    albu = aug.build_train_aug(name, p=0)
+    albu = geo.build_train_aug(name, p=0)
     for i in range(len(images)):
         out = albu(image=images[i, 0].numpy(), masks=list(masks[i].numpy()))
         np.testing.assert_array_equal(t[i].numpy(), np.stack(out['masks']).astype(np.float32))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from net.augmentations import build_train_aug
+from net.geometry import build_train_aug
 from net.loader import Prefetcher, batches
 from net.runtime import setup_runtime
 from utils.data import TrainDataset

@@ -50,7 +50,7 @@ def test_seed_fixes_folds(data, tmp_path):
 
 def test_seed_fixes_batches_and_augmentations():
     """The loader's order and augmentation draws depend on (seed, epoch) only, not on earlier draws."""
-    from net.augmentations import build_train_aug
+    from net.geometry import build_train_aug
     from net.loader import batches
     from net.runtime import Runtime
     from utils.data import TrainDataset

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, stacked_cut
 from test_errors import LITE
 
-# Two cycles of a cosine schedule with a large rate: resuming must restore the scheduler in mid-cycle
+# Two cycles of a cosine schedule with a large rate: resuming must give a mid-cycle epoch its rate
 # and restart it at the cycle boundary, or the learning rates (and then the weights) drift apart.
 ARGS = [*LITE, '--n_epochs', '4', '--cycles', '2', '--scheduler', 'cosine', '--optimizer', 'adam_1e-3', '--seed', '7']
 

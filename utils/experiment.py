@@ -593,3 +593,37 @@ def resolve_snapshot(path):
         print(f"best snapshot of {p}: {best}")
         return best
     return p
+
+
+# ---------------------------------------------------------------- the resume checkpoint's contents
+
+# What --resume reads; a checkpoint without one of them is damaged or was not written by train.py.
+CHECKPOINT_KEYS = ('model', 'optimizer', 'epoch', 'rows', 'best', 'base_lrs', 'rng', 'seconds_spent', 'config')
+
+
+def checkpoint_state(model, optimizer, scaler, epoch, cycle, rows, best, base_lrs, rng, seconds_spent, config,
+                     swa=None):
+    """The dict that Experiment.save_checkpoint writes after `epoch`: everything --resume needs.
+
+    model, optimizer: state dicts; scaler: the gradient scaler's state dict or None; swa: the
+    averaged model's state dict or None; rows: the log so far; best: the current cycle's best;
+    base_lrs: each parameter group's rate at the start of a cycle; rng: the generators' states.
+    """
+    return {'model': model, 'optimizer': optimizer, 'scaler': scaler if scaler is not None else {},
+            'epoch': epoch, 'cycle': cycle, 'rows': rows, 'best': best, 'base_lrs': base_lrs, 'rng': rng,
+            'seconds_spent': seconds_spent, 'config': config, 'swa': swa}
+
+
+def read_checkpoint(path):
+    """The checkpoint dict at `path` (see checkpoint_state); UserError for a damaged or foreign file.
+
+    Earlier versions also stored the learning-rate scheduler's state ('scheduler'): it is dropped,
+    the rate being a function of the epoch (net.optim.lr_at) now.
+    """
+    from utils.io import load_torch
+    fix = "start again with --overwrite"
+    state = load_torch(path, 'checkpoint', fix)
+    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state) or not isinstance(state['config'], dict):
+        raise UserError(f"{path} is not a checkpoint written by train.py; {fix}")
+    state.pop('scheduler', None)
+    return state
