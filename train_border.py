@@ -7,8 +7,8 @@ The same options and outputs as train.py; the targets are the mask and its borde
 (boundary_bce or boundary_lovasz) supervises both. Predictions use the mask output; predict.py
 also saves the border output of such a snapshot.
 """
-from train import main as train_main
-from train import parse_args as train_parse_args
+from net.training import main as train_main
+from net.training import parse_args as train_parse_args
 from utils.errors import run_cli
 
 

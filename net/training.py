@@ -1,0 +1,264 @@
+"""A training run, for train.py and train_border.py: options, config, the fold's arrays, model, loss and
+optimizer, then net.loop.fit, and the summary it prints.
+
+The entry points only parse and call `main`; a --resume run takes its config from the checkpoint.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
+from net.geometry import PRESETS, preset, run_inputs
+from net.loader import TrainBatches
+from net.loop import fit
+from net.losses import LOSSES, build_loss
+from net.models import ARCHITECTURES, build_model
+from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
+from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
+from utils.cli import Parser, data_options, device_options
+from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
+from utils.errors import UserError
+from utils.experiment import Experiment, read_checkpoint, resolve_snapshot
+from utils.io import load_snapshot
+from utils.plots import ExperimentPlots, TensorBoardLog, summary_writer_class
+
+
+DESCRIPTION = "Train a salt-segmentation model on one fold."
+BORDER_DESCRIPTION = "Train a two-output (mask + border) model on one fold."
+
+
+def registries():
+    return dict(arch=ARCHITECTURES, loss=LOSSES, optimizer=OPTIMIZERS, scheduler=SCHEDULERS,
+                train_augs=PRESETS, val_augs=VAL_AUGS, val_transforms=BACK_TRANSFORMS)
+
+
+def parse_args(argv=None, border=False):
+    reg = registries()
+    p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION, parents=[data_options(), device_options()])
+    p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
+    p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
+    p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
+    p.add_argument('--lr', type=float, default=None,
+                   help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
+    p.add_argument('--scheduler', default='step_50_05', choices=sorted(reg['scheduler']))
+    p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']),
+                   help="input preset: the train augmentation, which also fixes the validation input, its "
+                        "back-transform and the input size")
+    p.add_argument('--val_augs', default=None, choices=sorted(reg['val_augs']),
+                   help="validation input transform (default: the --train_augs preset's)")
+    p.add_argument('--val_transforms', default=None, choices=sorted(reg['val_transforms']),
+                   help="back-transform to 101x101 (default: the one that undoes --val_augs)")
+    p.add_argument('--batch_size', type=int, default=32)
+    p.add_argument('--val_batch_size', type=int, default=64)
+    p.add_argument('--n_epochs', type=int, default=None, help="epochs (default 200; with --resume, the run's own)")
+    p.add_argument('--cycles', type=int, default=1,
+                   help="snapshot ensembling: restart the schedule this many times; snapshots of cycle k go to snapshots/cycle_k/")
+    p.add_argument('--fold', type=int, default=0)
+    p.add_argument('--folds_csv', default=None, help="folds file (default: DATA_DIR/train_with_folds.csv)")
+    p.add_argument('--experiment_dir', required=True)
+    p.add_argument('--pretrained', default='auto',
+                   help="encoder weights: auto (ImageNet weights where the encoder has them and they are cached or "
+                        "downloadable, else from scratch, quietly), imagenet (the same, with a warning when they "
+                        "cannot be had), none, or a path to an encoder state dict")
+    p.add_argument('--init', default=None, metavar='SNAPSHOT',
+                   help="start from all weights of a snapshot of the same --arch, or of an experiment directory's best "
+                        "snapshot (e.g. a BCE run, to fine-tune with lovasz)")
+    p.add_argument('--keep_snapshots', type=int, default=0, metavar='K',
+                   help="keep only the K best snapshots of each cycle (with their validation masks), deleting the "
+                        "others as they fall out (0: keep all; a wide_resnet snapshot is about 450 MB)")
+    p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--max_minutes', type=float, default=0,
+                   help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
+    p.add_argument('--schedule_by', default='epoch', choices=['epoch', 'time'],
+                   help="time: with --max_minutes, the learning rate follows a cosine over the time budget")
+    p.add_argument('--swa', type=float, default=0, metavar='SHARE',
+                   help="stochastic weight averaging over the last SHARE (0-1) of the epochs, or of the time budget "
+                        "with --schedule_by time; the averaged model is saved under snapshots/swa/ (0: off)")
+    p.add_argument('--loader', default='auto', choices=['auto', 'device', 'prefetch'],
+                   help="device: the fold stays on the device (GPU or CPU) and whole batches are augmented there "
+                        "(auto, the faster on both); prefetch: albumentations image by image on a background thread "
+                        "(auto with --workers N)")
+    p.add_argument('--tensorboard', action='store_true',
+                   help="also write each epoch's losses, validation metrics, learning rate, time and the loss's "
+                        "terms to EXP/tensorboard/ (tensorboard --logdir EXP/tensorboard)")
+    p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
+    g.add_argument('--overwrite', action='store_true', help="delete the run in --experiment_dir and start again")
+    args = p.parse_args(argv)
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be a positive number; got {args.lr}")
+    if args.keep_snapshots < 0:
+        p.error(f"--keep_snapshots must be 0 (keep all) or more; got {args.keep_snapshots}")
+    for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.cycles > (args.n_epochs or 200):
+        p.error(f"--cycles {args.cycles} is more than --n_epochs {args.n_epochs}")
+    if not 0 <= args.swa < 1:
+        p.error(f"--swa is the share of the run to average, between 0 and 1 (e.g. 0.25); got {args.swa}")
+    if args.swa and args.cycles > 1:
+        p.error("--swa and --cycles do not go together: average a cycled run's snapshots with predict_se.py instead")
+    args.border = border
+    return args
+
+
+def build_config(args):
+    data_dir = Path(args.data_dir or 'data').resolve()
+    folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
+    keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
+            'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
+            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots']
+    config = {k: getattr(args, k) for k in keys}
+    config['n_epochs'] = args.n_epochs or 200
+    config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
+    own = preset(args.train_augs).val
+    if config['val_augs'] != own:
+        print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
+              f"{config['val_augs']}", file=sys.stderr)
+    if args.init:
+        args.init = resolve_snapshot(args.init)
+    config['init'] = str(Path(args.init).resolve()) if args.init else None
+    config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
+                  command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
+    return config
+
+
+def load_fold(config):
+    """Training and validation arrays of the configured fold (with border targets for the border model)."""
+    data_dir = data_dir_checked(config['data_dir'])
+    images, masks = load_train_arrays(data_dir)
+    tr, va = fold_indices(data_dir, config['folds_csv'], config['fold'])
+    if config['limit']:
+        tr, va = tr[:config['limit']], va[:max(1, config['limit'] // 4)]
+    if len(tr) < config['batch_size']:
+        raise UserError(f"only {len(tr)} training images for --batch_size {config['batch_size']}; lower --batch_size")
+    return images[tr], masks[tr], images[va], targets_of(masks[va], config['border'])
+
+
+def main(args=None, border=False):
+    args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
+    exp = Experiment(args.experiment_dir)
+    try:
+        return _train(args, exp)
+    finally:
+        exp.release()  # the directory's lock, which exp.prepare() took: at the end, after errors too
+
+
+def _train(args, exp):
+    if args.tensorboard:
+        summary_writer_class()  # a missing package is an error now, not after the first epoch
+    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads, args.loader)
+    resume = None
+    if args.resume:
+        exp.check(resume=True, overwrite=False)
+        resume = read_checkpoint(exp.checkpoint_path)
+        config = resume['config']
+        # Only the length of the run, its time budget and how many snapshots it keeps may change when resuming.
+        if args.n_epochs and args.n_epochs != config['n_epochs']:
+            if config['cycles'] > 1:
+                raise UserError(f"--n_epochs cannot change when resuming a --cycles {config['cycles']} run (it would move "
+                                f"the cycle boundaries); resume without --n_epochs")
+            config['n_epochs'] = max(args.n_epochs, resume['epoch'])
+        if args.max_minutes:
+            config['max_minutes'] = args.max_minutes
+        if args.keep_snapshots:  # e.g. after a full disk: keep fewer from now on
+            config['keep_snapshots'] = args.keep_snapshots
+    else:
+        config = build_config(args)
+        exp.check(resume=False, overwrite=args.overwrite)
+    if rt.distributed:
+        torch.distributed.barrier()
+    torch.manual_seed(config['seed'])
+    np.random.seed(config['seed'])
+
+    tr_images, tr_masks, va_images, va_targets = load_fold(config)
+    model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
+    if config.get('init') and not resume:
+        init_from(model, config['init'], config['arch'])
+    loss_fn = build_loss(config['loss'])
+    missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
+    if missing:
+        raise UserError(f"loss {config['loss']} needs model outputs {sorted(missing)} that {config['arch']} "
+                        f"does not give; pick a loss for this architecture (e.g. BCE, lovasz)")
+    if config['border'] and 'border' not in model.output_keys:
+        raise UserError(f"{config['arch']} has no border output; train_border.py needs --arch wide_resnet_border")
+    model = model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config['optimizer'], model.parameters(), lr=config.get('lr'), fused=rt.cuda)
+    if rt.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
+    if args.compile:
+        model = torch.compile(model, mode=None if args.compile == 'default' else args.compile)
+    with out_of_memory_is_user_error(config['batch_size']):
+        train_set = TrainBatches(tr_images, tr_masks, config['train_augs'], rt, with_border=config['border'])
+    val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
+    if rt.is_main:
+        # Only now, with every input checked, may --overwrite delete the earlier run.
+        exp.prepare(resume=bool(resume), overwrite=args.overwrite)
+        exp.write_config(config)
+        print(f"training {config['arch']} on fold {config['fold']}: {len(tr_images)} train / {len(va_images)} val images, "
+              f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
+              f"{f', {rt.world_size} processes' if rt.distributed else ''}")
+    board = None
+    if rt.is_main and args.tensorboard:
+        board = TensorBoardLog(exp, resume['epoch'] if resume else 0)
+    plots = make_plotter(exp, va_images, va_targets[:, 0], board) if rt.is_main else None
+    try:
+        with out_of_memory_is_user_error(config['batch_size']):
+            summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
+                          resume=resume, on_epoch_end=plots)
+    finally:
+        if board is not None:
+            board.close()
+    summary['peak_gpu_memory_gb'] = peak_memory_gb(rt.device)
+    if rt.is_main:
+        exp.write_summary(summary)
+        report(summary, exp)
+    if rt.distributed:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def init_from(model, path, arch):
+    """Load every weight of a snapshot (the same architecture) into `model`."""
+    snap = load_snapshot(path)
+    if snap['arch'] != arch:
+        raise UserError(f"--init {path} is a {snap['arch']} snapshot, not {arch}; pass --arch {snap['arch']} or another snapshot")
+    model.load_state_dict(snap['model'])
+
+
+def make_plotter(exp, images, masks, board=None):
+    """The per-epoch callback: the PNGs of utils.plots, and the TensorBoard events when `board` is given."""
+    plots = ExperimentPlots(exp, images, masks)
+    if board is None:
+        return plots
+
+    def both(rows, probs, final=False):
+        board(rows, probs, final=final)
+        return plots(rows, probs, final=final)
+    return both
+
+
+def report(summary, exp):
+    best = summary['best']
+    lines = ["", "=" * 60,
+             f"{summary['epochs_run']} epochs in {summary['minutes']:.1f} min"
+             + (" (stopped by --max_minutes)" if summary['stopped_by_budget'] else "")]
+    if best:
+        lines.append(f"best epoch {best['epoch']}: val score {best['val_score']:.4f}, val IoU {best['val_iou']:.4f}, "
+                     f"val loss {best['val_loss']:.4f}")
+    if summary.get('peak_gpu_memory_gb') is not None:
+        lines.append(f"peak GPU memory: {summary['peak_gpu_memory_gb']:.2f} GB")
+    swa = summary.get('swa')
+    if swa:
+        lines.append(f"SWA of {swa['averaged']} epochs: val score {swa['val_score']:.4f}, val IoU {swa['val_iou']:.4f}; "
+                     f"{swa['path']}")
+    lines += [f"log:       {exp.log_path}", f"snapshots: {exp.snapshot_root}/",
+              "next:      python3 optimize_threshold.py --masks_fn <a val_masks_*.npy of the snapshots>", "=" * 60]
+    print('\n'.join(lines))
+
