@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import BENCH, PY, ROOT, interleaved, last_json, log, median, paired_ratio, run_measured, spread
+from utils.experiment import snapshots_in
 
 TRAIN_ARCH = 'unet_lite'
 
@@ -95,15 +96,15 @@ def realistic_probs(true_masks, n, seed):
 def ensure_snapshot(work, data, threads):
     """A unet_lite snapshot (from the train benchmark's run, or a one-epoch run made here)."""
     exp = work / 'exp_train'
-    snaps = sorted((exp / 'snapshots').glob('epoch_*')) if exp.is_dir() else []
+    snaps = [s.path for s in snapshots_in(exp / 'snapshots')] if exp.is_dir() else []
     if snaps:
         return snaps[-1]
     exp = work / 'exp_snapshot'
-    snaps = sorted((exp / 'snapshots').glob('epoch_*')) if exp.is_dir() else []
+    snaps = [s.path for s in snapshots_in(exp / 'snapshots')] if exp.is_dir() else []
     if not snaps:
         run_measured([PY, 'train.py', '--arch', TRAIN_ARCH, '--pretrained', 'none', '--n_epochs', 1, '--batch_size', 16,
                       '--limit', 32, '--data_dir', data, '--experiment_dir', exp, '--overwrite', *thread_args(threads)])
-        snaps = sorted((exp / 'snapshots').glob('epoch_*'))
+        snaps = [s.path for s in snapshots_in(exp / 'snapshots')]
     return snaps[-1]
 
 

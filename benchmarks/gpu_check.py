@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'benchmarks'))
 
+from utils.experiment import snapshots_of  # noqa: E402
+
 PY = sys.executable
 
 RECIPE = ['--arch', 'unet_plain_ds', '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--train_augs', 'train_112_v3',
@@ -360,7 +362,7 @@ def main(argv=None):
         rc, seconds, text, busy = c.run(name, cmd, watch=exp / 'logs' / 'log.csv')
         ok = rc == 0 and (exp / 'logs' / 'log.csv').is_file()
         fig = epoch_figures(exp) if ok else {}
-        ok = ok and fig['epochs'] == epochs and bool(glob.glob(str(exp / 'snapshots' / '**' / 'epoch_*'), recursive=True))
+        ok = ok and fig['epochs'] == epochs and bool(snapshots_of(exp))
         b = bare.get(setting)
         ratio = fig.get('epoch_s') / b if ok and b else None
         return c.add(label, ok, epoch_s=fig.get('epoch_s'), bare_s=b, ratio=ratio,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import stacked_cut
 from test_errors import LITE, file_hashes, visible_lines
+from utils.experiment import snapshots_of
 
 # Each example loads a file and builds little else: a handful is enough to move the cut around.
 FEW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -25,7 +26,7 @@ def run(tmp_path_factory):
     data = stacked_cut(tmp / 'data', 32, 8)
     exp = tmp / 'exp'
     train.main([*LITE, '--n_epochs', '2', '--cycles', '2', '--data_dir', str(data), '--experiment_dir', str(exp)])
-    snaps = sorted(p for p in (exp / 'snapshots').rglob('epoch_*') if p.suffix != '.npy')
+    snaps = [s.path for s in snapshots_of(exp)]
     assert [p.parent.name for p in snaps] == ['cycle_0', 'cycle_1']
     return {'tmp': tmp, 'data': data, 'exp': exp, 'snap': snaps[0], 'last_snap': snaps[-1]}
 

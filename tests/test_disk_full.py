@@ -18,6 +18,7 @@ import torch
 
 from conftest import stacked_cut
 from test_errors import LITE, visible_lines
+from utils.experiment import snapshots_of
 
 
 class FillsUp:
@@ -167,7 +168,7 @@ def test_training_on_a_full_disk_stops_cleanly_and_resumes(data, tmp_path, monke
     assert not (exp / '.lock').exists()
     ckpt = torch.load(exp / 'checkpoint.pth', map_location='cpu', weights_only=True)
     assert ckpt['epoch'] == (1 if name == 'checkpoint.pth' or 'epoch_2' in name else 2)
-    snaps = sorted(p for p in (exp / 'snapshots').rglob('epoch_*') if p.is_file())
+    snaps = [s.path for s in snapshots_of(exp)]
     for s in snaps:
         load_snapshot(s)
     if 'epoch_2' in name:  # the failed snapshot left nothing behind, not even its validation masks
@@ -175,7 +176,7 @@ def test_training_on_a_full_disk_stops_cleanly_and_resumes(data, tmp_path, monke
     # What was written is enough to go on: --resume finishes the run.
     assert run(monkeypatch, 'train.py', train.main, [*argv, '--resume']) == 0, capfd.readouterr().err[-2000:]
     assert list(pd.read_csv(exp / 'logs' / 'log.csv')['epoch']) == [1, 2]
-    assert [p.parent.name for p in sorted((exp / 'snapshots').glob('cycle_*/epoch_*')) if p.suffix != '.npy'] \
+    assert [s.path.parent.name for s in snapshots_of(exp)] \
         == ['cycle_0', 'cycle_1']
     assert temporaries(exp) == [] and not (exp / '.lock').exists()
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, cut_real
+from utils.experiment import snapshots_in
 
 EPOCHS = 2
 LOSS = 'bce_lovasz'  # two terms: the TensorBoard terms are summed over the ranks like the loss
@@ -76,7 +77,7 @@ def fold_val(data):
 
 
 def snapshot_files(exp):
-    return sorted(p for p in (exp / 'snapshots').glob('epoch_*'))
+    return [s.path for s in snapshots_in(exp / 'snapshots')]
 
 
 def test_torchrun_trains_one_run_and_only_rank0_writes(ddp_run):

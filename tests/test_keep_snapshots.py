@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.experiment import Experiment, best_json_path, snapshot_score, val_masks_path
+from utils.experiment import Experiment, best_json_path, snapshot_score, snapshots_in, val_masks_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_prune_keeps_the_best_by_score_later_on_ties(tmp_path):
         val_masks_path(folder / n).write_bytes(b'm')
         best_json_path(val_masks_path(folder / n)).write_text('{}')
     Experiment(tmp_path).prune_snapshots(folder, 2)
-    left = sorted(p.name for p in folder.glob('epoch_*'))
+    left = sorted(s.path.name for s in snapshots_in(folder))
     assert left == sorted(['epoch_3.loss_0.3000.iout_0.700', 'epoch_2.loss_0.4000.iout_0.700'])
     assert sorted(p.name for p in folder.glob('val_masks_*.npy')) == sorted(f'val_masks_{n}.npy' for n in left)
     assert len(list(folder.glob('*.best.json'))) == 2
@@ -37,7 +37,7 @@ def test_train_keeps_k_snapshots(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     saved = r.stdout.count('saved epoch_')
-    snaps = list((exp / 'snapshots').glob('epoch_*'))
+    snaps = [s.path for s in snapshots_in(exp / 'snapshots')]
     assert len(snaps) == 1 and saved >= 1
     log = pd.read_csv(exp / 'logs' / 'log.csv')
     assert snapshot_score(snaps[0])[0] == round(log['val_score'].max(), 3)
@@ -61,4 +61,4 @@ def test_resume_can_start_keeping_fewer_snapshots(tmp_path):
     import json
     assert json.loads((exp / 'train_config.json').read_text())['keep_snapshots'] == 1
     if 'saved epoch_' in more.stdout:  # pruning happens when a snapshot is saved (test_prune_* covers the rule)
-        assert len(list((exp / 'snapshots').glob('epoch_*'))) == 1
+        assert len(snapshots_in(exp / 'snapshots')) == 1

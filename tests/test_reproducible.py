@@ -10,6 +10,7 @@ import torch
 
 from conftest import ROOT, stacked_cut
 from test_errors import LITE
+from utils.experiment import snapshots_in
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +32,7 @@ def test_two_runs_with_one_seed_agree(data, tmp_path):
     assert list(a['epoch']) == [1, 2]
     for col in ('train_loss', 'val_loss', 'val_iou', 'val_score', 'lr'):
         assert list(a[col]) == list(b[col]), col
-    snaps = [sorted(p for p in (e / 'snapshots').glob('epoch_*') if p.suffix != '.npy')[-1] for e in exps]
+    snaps = [snapshots_in(e / 'snapshots')[-1].path for e in exps]
     wa, wb = (load_snapshot(s)['model'] for s in snaps)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     va, vb = (np.load(s.parent / f'val_masks_{s.name}.npy') for s in snaps)

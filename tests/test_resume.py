@@ -11,6 +11,7 @@ import torch
 
 from conftest import ROOT, stacked_cut
 from test_errors import LITE
+from utils.experiment import snapshots_of
 
 # Two cycles of a cosine schedule with a large rate: resuming must give a mid-cycle epoch its rate
 # and restart it at the cycle boundary, or the learning rates (and then the weights) drift apart.
@@ -41,7 +42,7 @@ def logged_epochs(exp):
 
 
 def snapshot_files(exp):
-    return sorted(p for p in (exp / 'snapshots').rglob('epoch_*') if not p.name.endswith('.npy'))
+    return [s.path for s in snapshots_of(exp)]
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):

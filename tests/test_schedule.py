@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT, stacked_cut
 from net.optim import BY_TIME, SCHEDULERS, lr_at
 from test_errors import LITE
+from utils.experiment import snapshots_of
 
 
 # ---------------------------------------------------------------- the reference: the previous version's schedules
@@ -146,8 +147,7 @@ def test_a_checkpoint_with_scheduler_state_resumes(data, tmp_path):
     for col in ('train_loss', 'val_loss', 'val_iou', 'val_score', 'lr'):
         assert list(log[col]) == list(ref[col]), col
     assert 'scheduler' not in torch.load(path, map_location='cpu', weights_only=True)
-    snaps = [max((p for p in (e / 'snapshots').glob('epoch_*') if p.suffix != '.npy'), key=lambda p: p.stat().st_mtime)
-             for e in (old, whole)]
+    snaps = [snapshots_of(e)[-1].path for e in (old, whole)]
     a, b = (load_snapshot(s)['model'] for s in snaps)
     assert all(torch.equal(a[k], b[k]) for k in b)
 
