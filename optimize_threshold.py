@@ -1,6 +1,6 @@
 """Find the probability threshold that maximises the competition score on a fold's validation masks.
 
-    python3 optimize_threshold.py --masks_fn EXP/snapshots/val_masks_epoch_12.loss_0.3012.iout_0.801.npy
+    python3 optimize_threshold.py --masks_fn experiments/wide_fold0     # its best snapshot's val_masks_*.npy
 
 The true masks are found from the experiment the file belongs to (its train_config.json names
 the data and the fold). Prints the score at each threshold and the best one, and writes the

@@ -1,6 +1,9 @@
 """Predict the test images with one snapshot and write a submission CSV.
 
-    python3 predict.py --snapshot experiments/wide_fold0/snapshots/epoch_194.loss_1.1063.iout_0.855 --th 0.51
+    python3 predict.py --snapshot experiments/wide_fold0 --th auto --min_size auto
+
+--snapshot is a snapshot file (EXP/snapshots/epoch_*) or an experiment directory, which stands for
+its best snapshot.
 
 The architecture, input transform and back-transform come from the snapshot. Writes
 EXP/predictions/<snapshot>.csv (id,rle_mask in sample_submission.csv order) and the raw
