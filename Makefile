@@ -1,26 +1,57 @@
 # Two entry points: `make demo` and `make test`. Both create .venv on first use.
+#   make test-fast                  the tests without the slow ones and without the real data
+#   make demo SYSTEM_SITE=1 PYTHON=/usr/bin/python3
+#                                   a venv that sees that Python's packages: an installed torch
+#                                   (a CUDA build, say) in requirements.txt's range is kept
+#   make lock                       regenerate requirements.lock (after changing requirements*.txt)
 PYTHON ?= python3
+SYSTEM_SITE ?=
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+CONSTRAINTS := $(VENV)/constraints.txt
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test bench gpu-check clean
+.PHONY: demo test test-fast bench gpu-check lock clean
 
-$(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	touch $(STAMP)
+$(PY):
+	$(PYTHON) -m venv $(if $(filter-out 0 no false,$(SYSTEM_SITE)),--system-site-packages) $(VENV)
 
-demo: $(STAMP)
+# The lock's pins, less the packages this venv already sees from outside it (SYSTEM_SITE=1).
+$(CONSTRAINTS): requirements.lock requirements.txt requirements-dev.txt tools/pins.py | $(PY)
+	$(PY) tools/pins.py constraints $@
+
+$(RUNTIME): requirements.txt $(CONSTRAINTS)
+	$(PIP) -r requirements.txt -c $(CONSTRAINTS)
+	touch $@
+
+$(DEV): $(RUNTIME) requirements-dev.txt
+	$(PIP) -r requirements-dev.txt -c $(CONSTRAINTS)
+	touch $@
+
+demo: $(RUNTIME)
 	$(PY) tools/demo.py
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
+test-fast: $(DEV)
+	$(PY) -m pytest -q -m "not slow and not real_data" tests
+
+bench: $(DEV)
 	$(PY) benchmarks/run_all.py
 
-# Every CUDA path on the real data, one table (about 5 minutes on one H100). Runs with the Python
+# A fresh venv, the newest releases inside the ranges of requirements*.txt, their versions
+# written to requirements.lock. Run the tests (make test) before committing a new lock.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	.venv-lock/bin/python tools/pins.py lock
+	rm -rf .venv-lock
+
+# Every CUDA path on the real data, one table (timings: benchmarks/results.md). Runs with the Python
 # that has your CUDA build of torch (not .venv's CPU wheel): make gpu-check GPU_PY=/path/to/python
 GPU_PY ?= python3
 SALT_REAL_DATA ?= ../shared/tgs

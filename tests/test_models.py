@@ -22,8 +22,8 @@ EXPECTED_KEYS = {
 
 @pytest.fixture(autouse=True)
 def _threads():
-    # One thread: when other jobs share the 2 cores, two oneDNN threads stall on each other and
-    # a test can run 10-30x slower; one thread stays near its unloaded speed.
+    # One thread: when other jobs share the cores, two oneDNN threads stall on each other and a
+    # test can run many times slower; one thread stays near its unloaded speed.
     torch.manual_seed(0)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -277,3 +277,12 @@ def test_pretrained_auto_is_quiet_without_weights_and_loads_them_when_cached(off
 def test_train_defaults_to_pretrained_auto():
     from train import parse_args
     assert parse_args(['--experiment_dir', 'x']).pretrained == 'auto'
+
+
+def test_every_output_contract_is_trained_by_test_pipeline():
+    """test_pipeline.py trains one architecture per contract through train.py / train_border.py: all of them."""
+    from test_pipeline import TRAINED_CONTRACTS
+    assert {frozenset(keys) for keys in EXPECTED_KEYS.values()} == set(TRAINED_CONTRACTS)
+    for keys, (arch, script, _) in TRAINED_CONTRACTS.items():
+        assert EXPECTED_KEYS[arch] == keys
+        assert script == ('train_border.py' if 'border' in keys else 'train.py')

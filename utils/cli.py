@@ -24,7 +24,8 @@ def device_options():
     g.add_argument('--device', default='auto', help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     g.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
                    help="mixed precision: auto = bf16 on CUDA that supports it, else fp16 with a scaler; off on CPU, "
-                        "where bf16 is opt-in (about 2.2x faster training on CPUs with AMX, e.g. Xeon Sapphire Rapids)")
+                        "where bf16 is opt-in (faster training on CPUs with AMX, e.g. Xeon Sapphire Rapids; emulated and "
+                        "slower elsewhere)")
     g.add_argument('--channels_last', default='auto', choices=['auto', 'on', 'off'],
                    help="NHWC memory layout (auto = on: faster on CUDA and on CPU alike)")
     g.add_argument('--compile', nargs='?', const='default', default=None,

@@ -157,7 +157,7 @@ class SegNet(nn.Module):
         (the hypercolumn conv, or an extra 1x1 conv without hypercolumn); needs ``salt``.
     border: also return a border logit map under ``'border'``.
     channels_last: run in channels-last layout whatever the caller passes; on CPU (oneDNN)
-        a narrow net trains ~1.4x faster that way (unet_lite, one thread), and converting a
+        a narrow net trains faster that way (benchmarks/results.md), and converting a
         3-channel input costs next to nothing.
 
     forward(x (N, 3, H, W)) -> {'mask': (N, 1, H, W), ['aux': [(N, 1, H, W)] * steps],

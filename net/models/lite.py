@@ -4,8 +4,8 @@ Unlike ImageNet encoders, the stem keeps full resolution (stride-1 conv, no max-
 101-pixel image padded to 128 has thin salt structures that a stride-4 stem would blur.
 Compute is kept low instead by few channels at high resolution, stride-2 convs for the four
 downsampling stages, and a one-conv decoder step that upsamples by transposed conv and adds
-the skip (LinkNet-style) rather than concatenating it. unet_lite trains at ~85-95 images/s
-(128x128, batch 16, fp32, 2 threads of a Xeon with AVX-512).
+the skip (LinkNet-style) rather than concatenating it. Its throughput on a CPU is in
+benchmarks/results.md.
 
 ``unet_plain`` is the textbook U-Net at width 16: two conv-bn-relu per level, max-pool down,
 transposed-conv up and concatenated skips. It costs more per image than ``unet_lite`` but, on
@@ -146,7 +146,7 @@ def unet_plain(pretrained=None):
 
 
 def unet_plain_w8(pretrained=None):
-    """``unet_plain`` at half width (8..128): about 3x cheaper per image. Outputs {'mask'}."""
+    """``unet_plain`` at half width (8..128): cheaper per image, more epochs per minute. Outputs {'mask'}."""
     return _plain(pretrained, 'unet_plain_w8', 8)
 
 
