@@ -30,8 +30,7 @@ PAD_112 = (5, 6)
 MID_256, PAD_256 = 2 * SRC, 27
 
 # Resize masks with half-pixel-centred nearest (same sampling grid as bilinear/align_corners=False):
-# plain INTER_NEAREST samples floor(x * scale) and shifts the 101->128 mask by ~0.4 px against the image
-# (about 12x more disagreeing pixels on a test shape).
+# plain INTER_NEAREST samples floor(x * scale) and shifts the 101->128 mask by ~0.4 px against the image.
 MASK_NEAREST = cv2.INTER_NEAREST_EXACT
 REFLECT = cv2.BORDER_REFLECT_101  # == torch F.pad(mode='reflect'), so train and val padding agree
 

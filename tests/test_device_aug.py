@@ -18,8 +18,8 @@ from utils.errors import UserError
 
 NAMES = sorted(geo.PRESETS)
 SIZES = {name: geo.PRESETS[name].size for name in NAMES}
-# Draws per set in the distribution tests; 256 outputs cost 4x more, and that set's affine code is
-# the one train_128_v2 checks with 2000.
+# Draws per set in the distribution tests; 256 outputs cost more per draw, and that set's affine code
+# is the one train_128_v2 checks with 2000.
 N_DIST = {'train_256_v1': 1000}
 N_DEFAULT = 2000
 CHUNK = 250  # batch for them (2000 x 256 x 256 floats at once would be half a GB)

@@ -2,8 +2,8 @@
 no traceback, and leaves the files it was pointed at as they were.
 
 The scripts run as real processes (their own exit status, stderr and `__main__`), but forked from
-one server process that has already imported torch, torchvision and albumentations: a fresh
-interpreter spends 4-5 s on those imports, which for ~50 cases would dwarf the checks themselves.
+one server process that has already imported torch, torchvision and albumentations: paying for
+those imports in a fresh interpreter for every case would dwarf the checks themselves.
 """
 import collections
 import hashlib
