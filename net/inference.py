@@ -7,9 +7,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
+from net.geometry import inputs_for, of_val
 from net.loader import float_input, targets_from
+from net.models import ARCHITECTURES, build_model
+from net.runtime import setup_runtime
+from net.tta import TTAS, build_tta
+from utils.cli import Parser, data_options, device_options, predict_options
+from utils.data import data_dir_for, image_folder, load_test_images
 from utils.errors import UserError
+from utils.experiment import prediction_path, resolve_snapshot, searched_options
 from utils.io import load_snapshot
+from utils.submission import save_prediction
 
 
 def model_from_snapshot(path, rt, arch=None, snap=None):
@@ -17,7 +26,6 @@ def model_from_snapshot(path, rt, arch=None, snap=None):
 
     snap: the already loaded snapshot of `path`, if the caller has it.
     """
-    from net.models import ARCHITECTURES, build_model
     snap = snap if snap is not None else load_snapshot(path)
     if arch is not None and arch != snap['arch']:
         raise UserError(f"{path} is a {snap['arch']} snapshot, not {arch}; drop --arch (the snapshot knows its own) "
@@ -44,8 +52,6 @@ def transforms_for(snap, val_augs=None, val_transforms=None):
     An overriding val_augs brings the back-transform that undoes it; overrides are checked
     (net.geometry.inputs_for) against each other and the snapshot's input size.
     """
-    from net.augmentations import VAL_AUGS, build_back_transform, build_val_aug
-    from net.geometry import inputs_for, of_val
     val, back = snap['val_augs'], snap['val_transforms']
     if val_augs or val_transforms:
         size = of_val(val).size if val in VAL_AUGS else None
@@ -125,9 +131,11 @@ def _torch_dtype(np_dtype):
 def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
     """Parse a predict script's command line: the shared predict, data and device options, --tta with
     default `tta` (none: args.tta is 'null'), and what `more(parser)` adds; checked by check_options."""
-    from net.tta import TTAS
-    from utils.cli import Parser, data_options, device_options, predict_options
     p = Parser(description=description, parents=[predict_options(snapshot), data_options(), device_options()])
+    for action in p._actions:  # utils/ cannot know net's registries: their names are listed here
+        registry = {'arch': ARCHITECTURES, 'val_augs': VAL_AUGS, 'val_transforms': BACK_TRANSFORMS}.get(action.dest)
+        if registry is not None:
+            action.choices = sorted(registry)
     if tta is not None:
         p.add_argument('--tta', default=tta, choices=sorted(TTAS), help="test-time augmentation set")
     if more is not None:
@@ -141,8 +149,6 @@ def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
 
 def check_options(p, args):
     """One-line errors for predict options that argparse cannot check by itself (names are optional here)."""
-    from net.augmentations import BACK_TRANSFORMS, VAL_AUGS
-    from net.models import ARCHITECTURES
     for name, registry in (('arch', ARCHITECTURES), ('val_augs', VAL_AUGS), ('val_transforms', BACK_TRANSFORMS)):
         value = getattr(args, name)
         if value is not None and value not in registry:
@@ -158,7 +164,6 @@ def check_options(p, args):
 def images_to_predict(args, snap):
     """(uint8 images (N, 101, 101), ids): the PNGs of --images, else the stacked test set of the data folder
     (--data_dir, else the snapshot's)."""
-    from utils.data import data_dir_for, image_folder, load_test_images
     if getattr(args, 'images', None):
         return image_folder(args.images, args.data_dir)
     return load_test_images(data_dir_for(args.data_dir, snap))
@@ -190,10 +195,6 @@ def predict_one(path, args, rt, images, tta, snap=None):
 def predict_snapshot(args):
     """predict.py and predict_tta.py: one snapshot (or an experiment's best), its probabilities saved and
     turned into a submission (default EXP/predictions/<snapshot>[.tta_<set>][.<images folder>].csv)."""
-    from net.runtime import setup_runtime
-    from net.tta import build_tta
-    from utils.experiment import prediction_path, resolve_snapshot, searched_options
-    from utils.submission import save_prediction
     args.snapshot = resolve_snapshot(args.snapshot)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)

@@ -13,8 +13,12 @@ import torch
 from tqdm import tqdm
 
 from net.inference import predict_probs
+from net.optim import BY_TIME, lr_at
 from net.runtime import unwrap
+from net.tta import TTAS
 from utils.errors import UserError
+from utils.experiment import checkpoint_state
+from utils.metric import mean_iou, score
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None, terms=None):
@@ -76,7 +80,6 @@ def evaluate(model, images, targets, loss_fn, val_aug, back, rt, batch_size=64, 
     images (N, 101, 101) uint8; targets (N, K, 101, 101) uint8 (mask, and border for K=2); either
     may be a tensor already on the device.
     """
-    from net.tta import TTAS
     if rt.distributed:
         # DDP syncs gradients, not BatchNorm running statistics: each rank's drift with its own
         # last batches. Validate every shard with rank 0's, the ones the snapshot saves.
@@ -130,10 +133,6 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
     checkpoint that `resume` (the loaded checkpoint dict) continues from exactly.
     Only rank 0 writes. Returns a summary dict (best epoch, score, paths).
     """
-    from net.optim import BY_TIME, lr_at
-    from utils.experiment import checkpoint_state
-    from utils.metric import mean_iou, score
-
     n_epochs, cycles = config['n_epochs'], config['cycles']
     per_cycle = math.ceil(n_epochs / cycles)
     base_lrs = [g['lr'] for g in optimizer.param_groups]
@@ -257,7 +256,6 @@ def _finish_swa(swa, train_set, val_images, val_targets, loss_fn, val_aug, back,
     Averaged weights do not match any model's running statistics, so these are recomputed as a
     plain mean over the pass (momentum None). Returns the SWA row (metrics and snapshot path).
     """
-    from utils.metric import mean_iou, score
     net = swa.module
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved_momenta = [m.momentum for m in norms]

@@ -1,6 +1,5 @@
 """Argument parsing shared by the scripts: parent parsers for options several scripts take."""
 import argparse
-import sys
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,11 +92,3 @@ def int_or_auto(text):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a pixel count nor auto") from None
-
-
-def repo_on_path():
-    """Let `python3 utils/x.py` and `python3 x.py` from utils/ import the `utils` and `net` packages."""
-    from pathlib import Path
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from utils.errors import UserError
 from utils.io import load_npy
@@ -193,7 +194,6 @@ def read_png(path, binary, fix=DOWNLOAD_FIX):
 
 def stack_pngs(paths, binary, workers=4, desc=None, fix=DOWNLOAD_FIX):
     """Read PNGs (read_png) into one (N, 101, 101) uint8 array, decoding on `workers` threads."""
-    from tqdm import tqdm
     out = np.empty((len(paths), SIZE, SIZE), np.uint8)
 
     def work(k):

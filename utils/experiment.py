@@ -16,6 +16,7 @@ snapshots section for the one tie rule of "best".
 """
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch,
-                      temp_name, write_error)
+from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, load_torch, save_json, save_npy, save_rows,
+                      save_torch, temp_name, write_error)
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -356,7 +357,6 @@ class RunLock:
 
     def _break(self, h):
         """Delete the stale lock `h`, unless another taker of this host has replaced it meanwhile."""
-        import fcntl
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -620,7 +620,6 @@ def read_checkpoint(path):
     Earlier versions also stored the learning-rate scheduler's state ('scheduler'): it is dropped,
     the rate being a function of the epoch (net.optim.lr_at) now.
     """
-    from utils.io import load_torch
     fix = "start again with --overwrite"
     state = load_torch(path, 'checkpoint', fix)
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state) or not isinstance(state['config'], dict):

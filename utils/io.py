@@ -7,6 +7,7 @@ are read without pickle and snapshots with ``weights_only=True``, so a file cann
 it is loaded.
 """
 import contextlib
+import csv
 import errno
 import functools
 import json
@@ -17,6 +18,7 @@ import socket
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from utils.errors import UserError
@@ -121,7 +123,6 @@ def save_rows(path, header, rows):
     The same bytes as pandas' to_csv for text and ints (minimal quoting, '\n' line ends),
     without importing pandas: the training and predict paths use this.
     """
-    import csv
     with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
         out = csv.writer(f, lineterminator='\n')
         out.writerow(header)
@@ -149,7 +150,6 @@ def save_torch(path, obj):
 
 
 def save_png(path, image):
-    import cv2
     # Fast deflate with the SUB filter: on plots, smaller and faster to encode than OpenCV's default.
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if hasattr(cv2, 'IMWRITE_PNG_FILTER'):

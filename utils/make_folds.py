@@ -14,6 +14,7 @@ or depth deciles, and KFold for `--stratify none`. StratifiedKFold cannot reprod
 folds, which is why it is not the default.
 """
 import sys
+import warnings
 from pathlib import Path
 
 if __name__ == '__main__':
@@ -73,8 +74,6 @@ def depth_bins(z, n_bins=10):
 
 def sklearn_folds(labels, n, n_rows, seed):
     """Folds from scikit-learn, shuffled by `seed`: StratifiedKFold on `labels`, or KFold when labels is None."""
-    import warnings
-
     from sklearn.model_selection import KFold, StratifiedKFold
     folds = np.empty(n_rows, np.int64)
     splitter = (KFold if labels is None else StratifiedKFold)(n_splits=n, shuffle=True, random_state=seed)

@@ -2,6 +2,7 @@
 import functools
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from utils.data import test_ids
@@ -48,7 +49,6 @@ def remove_small(mask, min_size):
     """Drop connected salt regions of fewer than `min_size` pixels from a binary mask (H, W)."""
     if min_size <= 0 or not mask.any():
         return mask
-    import cv2
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = np.zeros(n, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_size
