@@ -13,7 +13,7 @@ CONSTRAINTS := $(VENV)/constraints.txt
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test test-fast bench gpu-check lock clean
+.PHONY: demo test test-fast bench gpu-check gpu-recipe gpu-ablation lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(if $(filter-out 0 no false,$(SYSTEM_SITE)),--system-site-packages) $(VENV)
@@ -57,6 +57,14 @@ GPU_PY ?= python3
 SALT_REAL_DATA ?= ../shared/tgs
 gpu-check:
 	$(GPU_PY) benchmarks/gpu_check.py --data_dir $(SALT_REAL_DATA) --device cuda
+
+# The GPU recipe whole (5 folds, submission, out-of-fold score), and the GPU-budget ablation on
+# fold 0; the data folder may be read-only (it is linked into /tmp). Tables: benchmarks/ablation_gpu.md
+gpu-recipe:
+	$(GPU_PY) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0-4 --rows base \
+		--out benchmarks/gpu_recipe.md
+gpu-ablation:
+	$(GPU_PY) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0
 
 clean:
 	rm -rf demo_data experiments/demo
