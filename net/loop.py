@@ -52,8 +52,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline
             loss = loss.detach()
             bad += (~torch.isfinite(loss)).int()
             total += loss.double() * len(x)
-            for name, v in getattr(loss_fn, 'parts', {}).items():
-                part_sums[name] = part_sums.get(name, 0) + v.double() * len(x)
+            if terms is not None:
+                for name, v in getattr(loss_fn, 'parts', {}).items():
+                    part_sums[name] = part_sums.get(name, 0) + v.double() * len(x)
             count += len(x)
             if deadline is not None and time.monotonic() > deadline:
                 finished = False
@@ -125,13 +126,14 @@ def _set_rng_state(state):
 
 
 def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, back, rt, exp, config,
-        resume=None, on_epoch_end=None):
+        resume=None, on_epoch_end=None, log_terms=False):
     """Train for config['n_epochs'] epochs in config['cycles'] learning-rate cycles.
 
     After every epoch: validate on the fold, write a snapshot and its validation masks when the
     validation loss or score of the current cycle improved, rewrite the log, and write a
     checkpoint that `resume` (the loaded checkpoint dict) continues from exactly.
-    Only rank 0 writes. Returns a summary dict (best epoch, score, paths).
+    Only rank 0 writes. Returns a summary dict (best epoch, score, paths). With log_terms, each row's
+    'terms' holds the epoch's mean of every loss part (summed on the device only then: --tensorboard).
     """
     n_epochs, cycles = config['n_epochs'], config['cycles']
     per_cycle = math.ceil(n_epochs / cycles)
@@ -181,7 +183,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         lr = optimizer.param_groups[0]['lr']
         t0 = time.monotonic()
         loader = train_set.epoch(config['batch_size'], config['seed'], epoch)
-        terms = {}
+        terms = {} if log_terms else None
         train_loss, finished = train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler, deadline,
                                                desc=f"epoch {epoch}/{n_epochs}", terms=terms)
         val_loss, probs = evaluate(model, *val_inputs, loss_fn, val_aug, back, rt,
@@ -192,7 +194,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         seconds = time.monotonic() - t0
         # 'terms' (the loss's parts) is not a log.csv column: the log keeps its columns, TensorBoard shows them.
         rows.append({'epoch': epoch, 'cycle': cycle, 'train_loss': train_loss, **metrics, 'lr': lr, 'seconds': seconds,
-                     'terms': terms})
+                     'terms': terms or {}})
         improved = metrics['val_loss'] < best['val_loss'] or metrics['val_score'] > best['val_score']
         saved = None
         if improved and rt.is_main:

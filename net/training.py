@@ -211,7 +211,7 @@ def _train(args, exp):
     try:
         with out_of_memory_is_user_error(config['batch_size']):
             summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
-                          resume=resume, on_epoch_end=plots)
+                          resume=resume, on_epoch_end=plots, log_terms=args.tensorboard)
     finally:
         if board is not None:
             board.close()
