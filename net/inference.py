@@ -65,6 +65,8 @@ def transforms_for(snap, val_augs=None, val_transforms=None):
 CHUNK = 2048
 # Outputs with one value per image (N,), not a map: no TTA inverse, no back-transform.
 IMAGE_LEVEL = frozenset({'salt'})
+# The architectures with an image-level salt output (tests/test_models.py checks this against the models).
+SALT_HEAD_ARCHS = ('ds_resnet_34', 'wide_resnet_hypercolumn', 'unet_lite_ds', 'unet_plain_ds', 'unet_plain_ds_w32')
 
 
 @torch.no_grad()
@@ -148,11 +150,8 @@ def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
 
 
 def check_options(p, args):
-    """One-line errors for predict options that argparse cannot check by itself (names are optional here)."""
-    for name, registry in (('arch', ARCHITECTURES), ('val_augs', VAL_AUGS), ('val_transforms', BACK_TRANSFORMS)):
-        value = getattr(args, name)
-        if value is not None and value not in registry:
-            p.error(f"argument --{name}: invalid choice: {value!r} (choose from {', '.join(sorted(registry))})")
+    """One-line errors for predict options that argparse cannot check by itself (the registered names it
+    checks: predict_args gives --arch, --val_augs and --val_transforms their choices)."""
     if args.out is not None and Path(args.out).suffix != '.csv':
         p.error(f"--out {args.out} must end in .csv")
     if args.batch_size < 1:
@@ -185,7 +184,7 @@ def predict_one(path, args, rt, images, tta, snap=None):
         if 'salt' not in outputs:
             raise UserError(f"--empty_below needs a model with a salt head, and {path} is a {snap['arch']} without "
                             f"one; drop --empty_below, or pass a snapshot of an architecture with a 'salt' output "
-                            f"(ds_resnet_34, wide_resnet_hypercolumn, unet_lite_ds, unet_plain_ds)")
+                            f"({', '.join(SALT_HEAD_ARCHS)})")
         keys += ('salt',)
     probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
                              desc=f"predict {Path(path).name}")

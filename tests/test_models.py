@@ -73,6 +73,9 @@ def _train_step(model, n=2, size=128):
 def test_registry_is_complete():
     assert set(ARCHITECTURES) == set(EXPECTED_KEYS)
     assert all(callable(b) for b in ARCHITECTURES.values())
+    # predict*.py --empty_below names the architectures with a salt head in its error
+    from net.inference import SALT_HEAD_ARCHS
+    assert set(SALT_HEAD_ARCHS) == {name for name, keys in EXPECTED_KEYS.items() if 'salt' in keys}
 
 
 # The WiderResNet-38 encoder (105M parameters) costs seconds per step on CPU and all wide
