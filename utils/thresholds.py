@@ -52,10 +52,14 @@ def validation_set_of(masks_fn, data_dir=None):
     return config, masks[va], root
 
 
-def load_validation(masks_fn, data_dir=None):
-    """(probabilities, true masks, config, experiment root) of one fold, checked against each other."""
+def load_validation(masks_fn, data_dir=None, validation_set=None):
+    """(probabilities, true masks, config, experiment root) of one fold, checked against each other.
+
+    validation_set: validation_set_of(masks_fn) when the caller has it already (masks files of one
+    experiment share it), so the training arrays are not read again.
+    """
     probs = load_npy(masks_fn, 'validation masks', 'python3 train.py ... (it writes val_masks_*.npy beside each snapshot)')
-    config, true, root = validation_set_of(masks_fn, data_dir)
+    config, true, root = validation_set or validation_set_of(masks_fn, data_dir)
     check_probs(probs, masks_fn)
     if len(probs) != len(true):
         raise UserError(f"{masks_fn} has {len(probs)} masks but its fold has {len(true)} images; "
@@ -125,9 +129,10 @@ def ensemble(snapshots, best_json, data_dir=None, steps=101, min_sizes=MIN_SIZES
     """The search on the mean of several snapshots' validation masks (one experiment's, so one fold):
     saves `best_json` (the snapshots listed in it) and returns its record."""
     masks = [val_masks_path(s) for s in snapshots]
+    fold = validation_set_of(masks[0], data_dir)
     total = None
     for fn in masks:
-        probs, true, _, _ = load_validation(fn, data_dir)
+        probs, true, _, _ = load_validation(fn, data_dir, fold)
         total = probs.astype(np.float32) if total is None else total + probs
     print(f"threshold search on the mean validation masks of {len(masks)} snapshots")
     return search(total / len(masks), true, steps, min_sizes, best_json,
