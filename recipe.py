@@ -112,17 +112,23 @@ def main(args=None):
         minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
     if not (data / 'train_with_folds.csv').is_file():
         minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
-    shared = [*COMMON, '--arch', args.arch, '--batch_size', str(batch), '--data_dir', data, '--device', args.device,
-              '--amp', amp, *preset['extra'], *shlex.split(args.train_args)]
-    extra1, extra2 = shlex.split(args.stage1_args), shlex.split(args.stage2_args)
+    def options(data_dir):
+        return [*COMMON, '--arch', args.arch, '--batch_size', str(batch), '--data_dir', data_dir, '--device',
+                args.device, '--amp', amp, *preset['extra'], *shlex.split(args.train_args)]
+
+    def fine_tune(step, run_dir, data_dir, stage_minutes, init, submission):
+        """Stage 2 (and 3): Lovasz fine-tuning of every fold from `init`'s best, then the fold-averaged submission."""
+        return run(step, ['train_folds.py', '--folds', args.folds, '--experiment_dir', run_dir, *options(data_dir),
+                          '--loss', 'combined', '--optimizer', 'adam_1e-4', '--max_minutes', stage_minutes,
+                          '--init', f'{init}_fold{{fold}}', *shlex.split(args.stage2_args),
+                          '--predict', '--tta', args.tta, '--out', submission])
+
     s1, s2, s3 = f'{exp}_s1', f'{exp}_s2', f'{exp}_s3'
     out2 = Path(f'{s2}.submission.csv') if args.pseudo else out
-    minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *shared,
-                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1, *extra1])
-    minutes['stage 2 + predict'] = run('stage 2', [
-        'train_folds.py', '--folds', args.folds, '--experiment_dir', s2, *shared, '--loss', 'combined',
-        '--optimizer', 'adam_1e-4', '--max_minutes', m2, '--init', f'{s1}_fold{{fold}}', *extra2,
-        '--predict', '--tta', args.tta, '--out', out2])
+    minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *options(data),
+                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1,
+                                         *shlex.split(args.stage1_args)])
+    minutes['stage 2 + predict'] = fine_tune('stage 2', s2, data, m2, s1, out2)
     last = s2
     if args.pseudo:
         pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
@@ -130,11 +136,7 @@ def main(args=None):
             minutes['pseudo-labels'] = run('pseudo-labels', [
                 'tools/pseudo_labels.py', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
                 '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite'])
-        shared3 = [*shared[:shared.index('--data_dir')], '--data_dir', pseudo, *shared[shared.index('--data_dir') + 2:]]
-        minutes['stage 3 + predict'] = run('stage 3', [
-            'train_folds.py', '--folds', args.folds, '--experiment_dir', s3, *shared3, '--loss', 'combined',
-            '--optimizer', 'adam_1e-4', '--max_minutes', m3, '--init', f'{s2}_fold{{fold}}', *extra2,
-            '--predict', '--tta', args.tta, '--out', out])
+        minutes['stage 3 + predict'] = fine_tune('stage 3', s3, pseudo, m3, s2, out)
         last = s3
     total = (time.monotonic() - t0) / 60
     oof_path = Path(f'{last}.oof.best.json')
