@@ -17,7 +17,7 @@ EXPECTED_KEYS = {
     'wide_resnet_hypercolumn': MAS, 'ds_resnet_34': MAS, 'unet_lite_ds': MAS,
     'wide_resnet_border': {'mask', 'border'}, 'unet_lite': M, 'unet_lite_w32': M,
     'unet_lite_border': {'mask', 'border'}, 'unet_plain': M, 'unet_plain_w8': M, 'unet_plain_scse': M,
-    'unet_plain_hyper': M, 'unet_plain_ds': MAS, 'unet_plain_ds_w32': MAS,
+    'unet_plain_hyper': M, 'unet_plain_ds': MAS, 'unet_plain_ds_w32': MAS, 'unet_plain_ds_w8': MAS,
 }
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ three channels, to a dict of float32 logits: 'mask' (N, 1, H, W) always, and per
 """
 from utils.errors import lookup
 
-from .lite import unet_lite, unet_lite_border, unet_lite_ds, unet_lite_w32, unet_plain, unet_plain_ds, unet_plain_ds_w32, unet_plain_hyper, unet_plain_scse, unet_plain_w8
+from .lite import unet_lite, unet_lite_border, unet_lite_ds, unet_lite_w32, unet_plain, unet_plain_ds, unet_plain_ds_w32, unet_plain_ds_w8, unet_plain_hyper, unet_plain_scse, unet_plain_w8
 from .resnet_unet import ds_resnet_34, unet_resnet34_v1
 from .seresnext import seresnext
 from .wide_resnet import (wide_resnet_border, wide_resnet_hypercolumn, wide_resnet_se, wide_resnet_v1,
@@ -29,6 +29,7 @@ ARCHITECTURES = {
     'unet_plain': unet_plain,
     'unet_plain_ds': unet_plain_ds,
     'unet_plain_ds_w32': unet_plain_ds_w32,
+    'unet_plain_ds_w8': unet_plain_ds_w8,
     'unet_plain_w8': unet_plain_w8,
     'unet_plain_scse': unet_plain_scse,
     'unet_plain_hyper': unet_plain_hyper,

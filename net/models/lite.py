@@ -172,3 +172,8 @@ def unet_plain_ds(pretrained=None):
 def unet_plain_ds_w32(pretrained=None):
     """``unet_plain_ds`` at double width (32..512), for GPU budgets. Outputs {'mask', 'aux', 'salt'}."""
     return _plain(pretrained, 'unet_plain_ds_w32', 32, aux=True, salt=True, fuse_salt=True)
+
+
+def unet_plain_ds_w8(pretrained=None):
+    """``unet_plain_ds`` at half width (8..128): the same heads, for screening on slow CPUs. Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_w8', 8, aux=True, salt=True, fuse_salt=True)
