@@ -1,0 +1,278 @@
+"""Ablation at a fixed epoch count: each row is the recipe's two stages on fold 0, scored on its validation part.
+
+    python3 benchmarks/ablation_epochs.py --data_dir DATA [--epochs 16,8] [--arch unet_plain_ds_w8]
+        [--rows base,seed2,...] [--jobs 2] [--threads 1] [--out benchmarks/ablation_epochs.md]
+
+DATA must be stacked and folded (utils/stack_and_save.py, utils/make_folds.py --n 5). A row trains
+stage 1 (BCE on every head, adam 1e-3, a cosine over E1 epochs) and stage 2 (Lovasz fine-tuning,
+adam 1e-4, a cosine over E2 epochs from stage 1's best snapshot), both with a fixed seed, then
+scores stage 2's best snapshot (for the cycle rows: the mean of each cycle's best) on fold 0's
+validation images: at the threshold searched on its saved validation masks, with hflip TTA at
+the threshold searched on the TTA masks, and that TTA score by salt coverage of the true masks.
+
+A fixed epoch count makes a row's score independent of the machine and of its load, so rows run
+side by side (--jobs rows, --threads torch threads each); the minutes column is the row's wall
+clock under that sharing, a cost figure only. The table (--out, markdown) and its JSON twin are
+rewritten after every row; a row already in the JSON with the same commands is not trained again,
+so the same command line resumes an interrupted ablation.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Lock
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Both stages of the recipe (recipe.py), at a fixed epoch count instead of minutes.
+COMMON = ('--batch_size 16 --train_augs train_112_v3 --pretrained none --scheduler cosine --amp off '
+          '--fold 0 --overwrite')
+STAGE1 = '--loss combined_bce --optimizer adam_1e-3'
+STAGE2 = '--loss combined --optimizer adam_1e-4'
+
+# key: (what the row changes, stage-1 options, stage-2 options, scoring options). Options of a row
+# come after the recipe's, so they win. {arch} is the ablation's architecture, {w} its width suffix
+# ('' for the width-16 nets, '_w8' for the screening width).
+# scoring: 'cycles' scores the mean of each cycle's best snapshot; 'empty_below' also empties the
+# masks whose salt head says no salt, at the cut that scores best.
+ROWS = {
+    'base': ("the recipe: unet_plain_ds, BCE then Lovasz, pad 112", '', '', {}),
+    'seed2': ("the recipe, another seed (the noise)", '--seed 7', '--seed 7', {}),
+    'sym': ("stage 2: symmetric Lovasz on the mask", '', '--loss combined_sym', {}),
+    'salt_only': ("mask losses on salt images only; salt head empties at predict",
+                  '--loss combined_bce_salt', '--loss combined_salt', {'empty_below': True}),
+    'sym_salt': ("symmetric Lovasz, salt images only; salt head empties at predict",
+                 '--loss combined_bce_salt', '--loss combined_sym_salt', {'empty_below': True}),
+    'center': ("loss on the un-padded 101x101 centre only", '--loss_region center', '--loss_region center', {}),
+    'dil': ("three stride-2 stages, dilated deepest level", '--arch unet_plain_ds_dil{w}',
+            '--arch unet_plain_ds_dil{w}', {}),
+    'scse': ("scSE gates in the decoder", '--arch unet_plain_ds_scse{w}', '--arch unet_plain_ds_scse{w}', {}),
+    'hyper': ("hypercolumn head", '--arch unet_plain_ds_hyper{w}', '--arch unet_plain_ds_hyper{w} --loss combined_hyper',
+              {}),
+    'resize256': ("resize 101 -> 202, reflect pad to 256", '--train_augs train_256_v1', '--train_augs train_256_v1', {}),
+    'small_crops': ("synthetic small-mask crops (0.25 x the images, half weight)", '--small_crops 0.25',
+                    '--small_crops 0.25', {}),
+    'cycles': ("stage 2 as 3 cosine cycles, mean of each cycle's best", '', '--cycles 3', {'cycles': True}),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data_dir', required=True)
+    p.add_argument('--epochs', default='16,8', help="epochs of stage 1 and stage 2 (default 16,8)")
+    p.add_argument('--arch', default='unet_plain_ds_w8',
+                   help="the recipe's architecture for every row (default unet_plain_ds_w8, the screening width; "
+                        "unet_plain_ds is the recipe's)")
+    p.add_argument('--rows', default=','.join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
+    p.add_argument('--jobs', type=int, default=2, help="rows trained at the same time")
+    p.add_argument('--threads', type=int, default=1, help="torch threads of each row")
+    p.add_argument('--exp_root', default='experiments/ablation_epochs')
+    p.add_argument('--out', default='benchmarks/ablation_epochs.md')
+    args = p.parse_args(argv)
+    unknown = [r for r in args.rows.split(',') if r not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; pick from {', '.join(ROWS)}")
+    try:
+        e1, e2 = (int(x) for x in args.epochs.split(','))
+    except ValueError:
+        p.error("--epochs takes two whole numbers, stage 1 and stage 2, e.g. 16,8")
+    if e1 < 1 or e2 < 1 or args.jobs < 1 or args.threads < 1:
+        p.error("--epochs, --jobs and --threads must be positive")
+    args.e1, args.e2 = e1, e2
+    return args
+
+
+def width_suffix(arch):
+    return '_w8' if arch.endswith('_w8') else ''
+
+
+def row_commands(key, args, exp):
+    """The two train.py command lines of a row (strings, without --threads)."""
+    _, o1, o2, _ = ROWS[key]
+    w = width_suffix(args.arch)
+    o1, o2 = o1.format(w=w), o2.format(w=w)
+    data = f"--data_dir {args.data_dir}"
+    s1 = exp / 'stage1'
+    c1 = (f"--arch {args.arch} {COMMON} {STAGE1} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
+    c2 = (f"--arch {args.arch} {COMMON} {STAGE2} --n_epochs {args.e2} {data} --init {s1} "
+          f"--experiment_dir {exp / 'stage2'} {o2}")
+    return c1, c2
+
+
+def train(cmd, threads, log):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
+    with open(log, 'w') as f:
+        r = subprocess.run([sys.executable, 'train.py', *shlex.split(cmd), '--threads', str(threads)], cwd=ROOT,
+                           text=True, env=env, stdout=f, stderr=subprocess.STDOUT)
+    return r.returncode
+
+
+def scored_snapshots(stage2, cycles):
+    from utils.experiment import best_of, snapshots_in
+    if not cycles:
+        return [best_of(snapshots_in(stage2 / 'snapshots')).path]
+    return [best_of(snapshots_in(d)).path for d in sorted((stage2 / 'snapshots').glob('cycle_*')) if d.is_dir()]
+
+
+def validation_scores(snaps, data_dir, empty_below=False, threads=1):
+    """The table's score columns for the mean of `snaps` on fold 0's validation images."""
+    import numpy as np
+    import torch
+
+    from net.inference import model_from_snapshot, predict_probs, transforms_for
+    from net.runtime import setup_runtime
+    from net.tta import TTAS
+    from utils.data import fold_indices, load_train_arrays
+    from utils.experiment import val_masks_path
+    from utils.metric import coverage_breakdown, image_scores, threshold_sweep
+    from utils.submission import binarize
+    from utils.thresholds import true_masks_for
+
+    torch.set_num_threads(threads)
+    true = true_masks_for(val_masks_path(snaps[0]), data_dir)
+    ths = np.linspace(0, 1, 101)
+    plain = np.mean([np.load(val_masks_path(s), allow_pickle=False).astype(np.float32) for s in snaps], axis=0)
+    sweep = threshold_sweep(plain, true, ths)
+    b = int(np.argmax(sweep))
+    rt = setup_runtime('cpu')
+    images, _ = load_train_arrays(Path(data_dir))
+    tta, salt = 0.0, 0.0
+    for s in snaps:
+        model, snap = model_from_snapshot(s, rt)
+        val_aug, back = transforms_for(snap)
+        _, va = fold_indices(Path(data_dir), snap['config']['folds_csv'], snap['config']['fold'])
+        keys = ('mask', 'salt') if 'salt' in getattr(model, 'output_keys', ()) else ('mask',)
+        p, _ = predict_probs(model, images[va], val_aug, back, TTAS['null_hflip'], rt, 64, keys=keys,
+                             out_dtype=np.float32)
+        tta = tta + p['mask'] / len(snaps)
+        if 'salt' in p:
+            salt = salt + np.asarray(p['salt'], np.float32).reshape(-1) / len(snaps)
+    tta_sweep = threshold_sweep(tta, true, ths)
+    tb = int(np.argmax(tta_sweep))
+    pred = binarize(tta, ths[tb], 0)
+    out = {'th': float(ths[b]), 'score': float(sweep[b]), 'tta_th': float(ths[tb]), 'tta': float(tta_sweep[tb])}
+    if np.ndim(salt):
+        # the salt head empties the masks of the images it calls empty, at the cut that scores best
+        cuts = {c: image_scores(np.where(salt[:, None, None] < c, False, pred), true).mean()
+                for c in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)}
+        c = max(cuts, key=cuts.get)
+        out['empty_below'] = c
+        out['tta_empty'] = float(cuts[c])
+        if empty_below:
+            pred = np.where(salt[:, None, None] < c, False, pred)
+    return out
+
+
+def epochs_of(run_dir):
+    import pandas as pd
+    return len(pd.read_csv(run_dir / 'logs' / 'log.csv'))
+
+
+HEADER = ["| row | what it changes | epochs | minutes | fold-0 score (th) | + hflip TTA (th) | + salt head empties (cut) | "
+          "empty | < 10 % | 10-50 % | > 50 % | stage options |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def table_row(key, r):
+    title = ROWS[key][0]
+    if 'error' in r:
+        return f"| {key} | {title} | - | - | failed: {r['error']} | | | | | | | |"
+    s = r['scores']
+    tta = f"{s['tta']:.4f} ({s['tta_th']:.2f})"
+    emptied = f"{s['tta_empty']:.4f} ({s['empty_below']})" if 'tta_empty' in s else '-'
+    cov = ' | '.join('-' if s['coverage'].get(k) is None else f"{s['coverage'][k]:.3f}"
+                     for k in ('empty', '<10 %', '10-50 %', '>50 %'))
+    o1, o2 = (o.strip() for o in r['options'])
+    opts = f"1: `{o1 or '-'}`; 2: `{o2 or '-'}`"
+    return (f"| {key} | {title} | {r['epochs'][0]} + {r['epochs'][1]} | {r['minutes']:.0f} | "
+            f"{s['score']:.4f} ({s['th']:.2f}) | {tta} | {emptied} | {cov} | {opts} |")
+
+
+def write_table(args, results, path):
+    from benchmarks.common import machine_info
+    cpu = machine_info()['cpu']
+    intro = [f"# Ablation at {args.e1} + {args.e2} epochs, `{args.arch}`",
+             "",
+             f"Fold 0 of the real data's 5-fold coverage-stratified split (640 validation images), from scratch, "
+             f"seed 42 unless the row says, {args.jobs} row(s) at a time on {args.threads} thread(s) each "
+             f"({cpu}). Every row runs the recipe's two stages with the options shown added:",
+             "",
+             f"- stage 1: `python3 train.py --arch {args.arch} {COMMON} {STAGE1} --n_epochs {args.e1} "
+             f"--data_dir DATA --experiment_dir EXP/stage1`",
+             f"- stage 2: `python3 train.py --arch {args.arch} {COMMON} {STAGE2} --n_epochs {args.e2} "
+             f"--data_dir DATA --init EXP/stage1 --experiment_dir EXP/stage2`",
+             "",
+             "Scores: stage 2's best snapshot at the threshold searched on its validation masks, then with hflip "
+             "TTA at the threshold searched on the TTA masks; the coverage columns break that TTA score down by "
+             "the true masks' salt coverage (after the salt head's emptying where the row says so). Where the model "
+             "has a salt head, a column gives the TTA score once the masks of the images the head calls empty "
+             "(probability below the cut, the best of 0.1-0.6) are emptied: predict*.py --empty_below. Minutes are "
+             "wall clock shared with the other rows: a cost figure, not a speed measurement.",
+             ""]
+    lines = intro + HEADER + [table_row(k, results[k]) for k in ROWS if k in results]
+    path.write_text('\n'.join(lines) + '\n')
+    path.with_suffix('.json').write_text(json.dumps({'arch': args.arch, 'epochs': [args.e1, args.e2],
+                                                     'rows': results}, indent=1, default=str))
+
+
+def load_results(path, args):
+    j = path.with_suffix('.json')
+    if not j.is_file():
+        return {}
+    old = json.loads(j.read_text())
+    if old.get('arch') != args.arch or old.get('epochs') != [args.e1, args.e2]:
+        return {}
+    return {k: v for k, v in old.get('rows', {}).items() if 'error' not in v}
+
+
+def run_row(key, args, results, lock, out):
+    exp = ROOT / args.exp_root / f"{args.arch}_{args.e1}_{args.e2}" / key
+    exp.mkdir(parents=True, exist_ok=True)
+    c1, c2 = row_commands(key, args, exp)
+    w = width_suffix(args.arch)
+    options = [ROWS[key][1].format(w=w), ROWS[key][2].format(w=w)]
+    prev = results.get(key)
+    if prev and prev.get('commands') == [c1, c2]:
+        return
+    t0 = time.time()
+    r = {'commands': [c1, c2], 'options': options}
+    for i, c in enumerate((c1, c2), 1):
+        print(f"[{key}] stage {i}: python3 train.py {c}", flush=True)
+        if train(c, args.threads, exp / f'stage{i}.log'):
+            r['error'] = f"stage {i} exited non-zero, see {exp / f'stage{i}.log'}"
+            break
+    else:
+        scoring = ROWS[key][3]
+        snaps = scored_snapshots(exp / 'stage2', scoring.get('cycles'))
+        r['scores'] = validation_scores(snaps, args.data_dir, scoring.get('empty_below'), args.threads)
+        r['snapshots'] = [str(s) for s in snaps]
+        r['epochs'] = [epochs_of(exp / 'stage1'), epochs_of(exp / 'stage2')]
+    r['minutes'] = (time.time() - t0) / 60
+    with lock:
+        results[key] = r
+        write_table(args, results, out)
+        print(table_row(key, r), flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
+    results = load_results(out, args)
+    lock = Lock()
+    keys = args.rows.split(',')
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(run_row, k, args, results, lock, out) for k in keys]:
+            f.result()
+    write_table(args, results, out)
+    print(out.read_text())
+    return results
+
+
+if __name__ == '__main__':
+    main()
