@@ -246,12 +246,16 @@ class DeepSupervisionLoss(SaltLoss):
     shape to learn at each scale, and deciding "empty" is the salt head's job. A batch with
     no salt image contributes 0 from the aux heads. The weight is per head, so the total aux
     weight grows with the number of heads.
+
+    symmetric: the final mask's lovasz is the symmetric one, (L(x, y) + L(-x, 1 - y)) / 2, which
+    also scores the background as a class: on an image with little salt, the plain hinge is
+    driven by the few salt pixels, the mirrored half by the many background ones.
     """
 
     requires = frozenset({'mask', 'aux', 'salt'})
 
     def __init__(self, mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05,
-                 aux_weight=0.1, aux_kind='lovasz'):
+                 aux_weight=0.1, aux_kind='lovasz', symmetric=False):
         super().__init__()
         if aux_kind not in _PER_IMAGE:
             raise ValueError(f"aux_kind must be one of {sorted(_PER_IMAGE)}, not {aux_kind!r}")
@@ -260,13 +264,14 @@ class DeepSupervisionLoss(SaltLoss):
         self.salt_weight = float(salt_weight)
         self.aux_weight = float(aux_weight)
         self.aux_kind = aux_kind
+        self.symmetric = bool(symmetric)
 
     def compute(self, outputs, targets):
         mask, logits = targets['mask'], outputs['mask']
         has_salt = salt_target(mask)
         values = {}
         if self.mask_lovasz_weight:
-            values['mask_lovasz'] = lovasz_hinge(logits, mask)
+            values['mask_lovasz'] = lovasz_hinge(logits, mask, symmetric=self.symmetric)
         if self.mask_bce_weight:
             values['mask_bce'] = bce_with_logits(logits, mask)
         values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
@@ -285,7 +290,8 @@ class DeepSupervisionLoss(SaltLoss):
 
     def extra_repr(self):
         return (f'mask_lovasz_weight={self.mask_lovasz_weight}, mask_bce_weight={self.mask_bce_weight}, '
-                f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}')
+                f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}, '
+                f'symmetric={self.symmetric}')
 
 
 
@@ -355,6 +361,10 @@ LOSSES: Dict[str, Callable[[], nn.Module]] = {
     # The same heads trained with BCE throughout: learns from scratch where lovasz stalls at first.
     'combined_bce': lambda: DeepSupervisionLoss(
         mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.05, aux_weight=0.1, aux_kind='bce'),
+    # combined, with the final mask's lovasz symmetric (the aux heads keep the plain one: they are
+    # trained on salt images only, where the salt class is the one to shape).
+    'combined_sym': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05, aux_weight=0.1, symmetric=True),
     'lovasz_symmetric': _lovasz_symmetric,
     'BCE_lovasz_symmetric': lambda: WeightedSum(
         {'bce': (1.0, _bce()), 'lovasz_symmetric': (1.0, _lovasz_symmetric())}),

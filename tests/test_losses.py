@@ -20,6 +20,7 @@ EXPECTED_REQUIRES = {
     'combined': {'mask', 'aux', 'salt'},
     'combined_hyper': {'mask', 'aux', 'salt'},
     'combined_bce': {'mask', 'aux', 'salt'},
+    'combined_sym': {'mask', 'aux', 'salt'},
     'lovasz_symmetric': {'mask'},
     'BCE_lovasz_symmetric': {'mask'},
 }
