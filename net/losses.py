@@ -250,12 +250,19 @@ class DeepSupervisionLoss(SaltLoss):
     symmetric: the final mask's lovasz is the symmetric one, (L(x, y) + L(-x, 1 - y)) / 2, which
     also scores the background as a class: on an image with little salt, the plain hinge is
     driven by the few salt pixels, the mirrored half by the many background ones.
+    salt_only: the final mask's terms too are taken over images with salt only (a masked mean,
+    like the aux term's; 0 for a batch without salt), so the mask head never spends capacity on
+    "is there salt at all" and an image with a few salt pixels is not pulled towards the empty
+    prediction by the ~40 % empty images. Emptiness is then the salt head's decision alone: such a
+    model's mask is meaningless on empty images, and it must be used with ``--empty_below P`` at
+    predict time (net.inference: masks whose salt probability is below P are emptied), and is
+    validated during training the same way at P = 0.5 (net.loop.evaluate, ``salt_gate``).
     """
 
     requires = frozenset({'mask', 'aux', 'salt'})
 
     def __init__(self, mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05,
-                 aux_weight=0.1, aux_kind='lovasz', symmetric=False):
+                 aux_weight=0.1, aux_kind='lovasz', symmetric=False, salt_only=False):
         super().__init__()
         if aux_kind not in _PER_IMAGE:
             raise ValueError(f"aux_kind must be one of {sorted(_PER_IMAGE)}, not {aux_kind!r}")
@@ -265,19 +272,29 @@ class DeepSupervisionLoss(SaltLoss):
         self.aux_weight = float(aux_weight)
         self.aux_kind = aux_kind
         self.symmetric = bool(symmetric)
+        self.salt_only = bool(salt_only)
+        # what validation empties by the salt head (net.loop.evaluate): its decision is the model's
+        self.salt_gate = 0.5 if salt_only else None
 
     def compute(self, outputs, targets):
         mask, logits = targets['mask'], outputs['mask']
         has_salt = salt_target(mask)
-        values = {}
-        if self.mask_lovasz_weight:
-            values['mask_lovasz'] = lovasz_hinge(logits, mask, symmetric=self.symmetric)
-        if self.mask_bce_weight:
-            values['mask_bce'] = bce_with_logits(logits, mask)
-        values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
-        per_image = _PER_IMAGE[self.aux_kind]
         # A masked mean instead of indexing the salt images keeps shapes static (no host sync).
         n_salt = has_salt.sum().clamp_min(1.0)
+        values = {}
+        if self.salt_only:
+            if self.mask_lovasz_weight:
+                per = lovasz_hinge_per_image(logits, mask, symmetric=self.symmetric)
+                values['mask_lovasz'] = (per * has_salt).sum() / n_salt
+            if self.mask_bce_weight:
+                values['mask_bce'] = (bce_per_image(logits, mask) * has_salt).sum() / n_salt
+        else:
+            if self.mask_lovasz_weight:
+                values['mask_lovasz'] = lovasz_hinge(logits, mask, symmetric=self.symmetric)
+            if self.mask_bce_weight:
+                values['mask_bce'] = bce_with_logits(logits, mask)
+        values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
+        per_image = _PER_IMAGE[self.aux_kind]
         aux = logits.new_zeros((), dtype=torch.float32)
         for head in outputs['aux']:
             aux = aux + (per_image(head, mask) * has_salt).sum() / n_salt
@@ -291,7 +308,7 @@ class DeepSupervisionLoss(SaltLoss):
     def extra_repr(self):
         return (f'mask_lovasz_weight={self.mask_lovasz_weight}, mask_bce_weight={self.mask_bce_weight}, '
                 f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}, '
-                f'symmetric={self.symmetric}')
+                f'symmetric={self.symmetric}, salt_only={self.salt_only}')
 
 
 
@@ -365,6 +382,19 @@ LOSSES: Dict[str, Callable[[], nn.Module]] = {
     # trained on salt images only, where the salt class is the one to shape).
     'combined_sym': lambda: DeepSupervisionLoss(
         mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05, aux_weight=0.1, symmetric=True),
+    # Segmentation on salt images only, emptiness left to the salt head (predict with --empty_below P).
+    # The salt BCE weighs 0.5, not 0.05: it is now the only signal for empty images. Its output
+    # layer would learn at any weight under Adam (steps are normalised per parameter), but the
+    # features it reads are shared, the encoder's and the salt head's hidden layer, which also
+    # feeds the mask head (SaltFusion); at 0.05 those would be shaped by the mask terms alone.
+    'combined_bce_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.5, aux_weight=0.1, aux_kind='bce',
+        salt_only=True),
+    'combined_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.5, aux_weight=0.1, salt_only=True),
+    'combined_sym_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.5, aux_weight=0.1, symmetric=True,
+        salt_only=True),
     'lovasz_symmetric': _lovasz_symmetric,
     'BCE_lovasz_symmetric': lambda: WeightedSum(
         {'bce': (1.0, _bce()), 'lovasz_symmetric': (1.0, _lovasz_symmetric())}),
