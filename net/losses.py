@@ -156,6 +156,8 @@ class SaltLoss(nn.Module):
 
     requires = frozenset({'mask'})
     target_keys = frozenset({'mask'})
+    # A probability P: validation empties the masks whose salt probability is below P (net.loop.evaluate).
+    salt_gate = None
 
     def __init__(self):
         super().__init__()
@@ -310,6 +312,42 @@ class DeepSupervisionLoss(SaltLoss):
                 f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}, '
                 f'symmetric={self.symmetric}, salt_only={self.salt_only}')
 
+
+
+class TileWindowLoss(SaltLoss):
+    """``inner`` on the fixed window [a:a+side, a:a+side] of every map only (--loss_region center).
+
+    Map outputs and targets (4-D tensors, and the 'aux' list) are cropped; image-level values
+    ('salt', a per-image 'weight') pass through, and "has salt" is then that of the window. With a
+    padding preset the window is where the tile lies (net.geometry.tile_window), so the pixels of
+    the reflect-101 pad, copies of pixels inside, are not counted twice. ``parts`` and ``salt_gate``
+    are the inner loss's.
+    """
+
+    def __init__(self, inner, offset, side=101):
+        super().__init__()
+        self.inner, self.offset, self.side = inner, int(offset), int(side)
+        self.requires, self.target_keys = inner.requires, inner.target_keys
+        self.salt_gate = getattr(inner, 'salt_gate', None)
+
+    def _crop(self, v):
+        if isinstance(v, (list, tuple)):
+            return [self._crop(t) for t in v]
+        if isinstance(v, torch.Tensor) and v.dim() == 4:
+            a = self.offset
+            if v.shape[-1] < a + self.side or v.shape[-2] < a + self.side:
+                raise ValueError(f"a {tuple(v.shape)} map has no window [{a}:{a + self.side}]")
+            return v[..., a:a + self.side, a:a + self.side]
+        return v
+
+    def forward(self, outputs, targets):
+        value = self.inner({k: self._crop(v) for k, v in outputs.items()},
+                           {k: self._crop(v) for k, v in targets.items()})
+        self.parts = self.inner.parts
+        return value
+
+    def extra_repr(self):
+        return f'offset={self.offset}, side={self.side}'
 
 
 # ----------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
-from net.geometry import PRESETS, preset, run_inputs
+from net.geometry import PRESETS, preset, run_inputs, tile_window
 from net.loader import TrainBatches
 from net.loop import fit
-from net.losses import LOSSES, build_loss
+from net.losses import LOSSES, TileWindowLoss, build_loss
 from net.models import ARCHITECTURES, build_model
 from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
 from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
@@ -39,6 +39,9 @@ def parse_args(argv=None, border=False):
     p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION, parents=[data_options(), device_options()])
     p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
     p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
+    p.add_argument('--loss_region', default='full', choices=['full', 'center'],
+                   help="center: the loss sees only the fixed central 101x101 window of the input, where a padding "
+                        "preset (train_112_v3, train_128_v3) puts the tile, not its reflect-101 pad")
     p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
     p.add_argument('--lr', type=float, default=None,
                    help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
@@ -110,10 +113,12 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots']
+            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots', 'loss_region']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
     config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
+    if config['loss_region'] == 'center':
+        tile_window(args.train_augs, config['val_augs'])  # refused here, before anything is written
     own = preset(args.train_augs).val
     if config['val_augs'] != own:
         print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
@@ -178,7 +183,7 @@ def _train(args, exp):
     model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
     if config.get('init') and not resume:
         init_from(model, config['init'], config['arch'])
-    loss_fn = build_loss(config['loss'])
+    loss_fn = run_loss(config)
     missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
     if missing:
         raise UserError(f"loss {config['loss']} needs model outputs {sorted(missing)} that {config['arch']} "
@@ -222,6 +227,15 @@ def _train(args, exp):
     if rt.distributed:
         torch.distributed.destroy_process_group()
     return summary
+
+
+def run_loss(config):
+    """The run's loss: config['loss'], on the tile's window only with loss_region 'center'
+    (a config saved before the option existed is 'full')."""
+    loss_fn = build_loss(config['loss'])
+    if config.get('loss_region', 'full') == 'center':
+        loss_fn = TileWindowLoss(loss_fn, tile_window(config['train_augs'], config['val_augs']))
+    return loss_fn
 
 
 def init_from(model, path, arch):

@@ -152,3 +152,155 @@ def test_validation_empties_masks_by_the_salt_head_for_salt_only_losses():
     _, plain = evaluate(_FixedSalt(salt), images, targets, losses.build_loss('combined'), *args)
     assert (plain > 0.5).all()
     np.testing.assert_array_equal(gated[[0, 2]], plain[[0, 2]])
+
+
+# ------------------------------------------------------------------ 3. --loss_region center
+
+PAD_PRESETS = {'train_112_v3': 5, 'train_128_v3': 13}
+
+
+def _tiles(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 101, 101), dtype=np.uint8)
+    masks = np.zeros((n, 101, 101), np.uint8)
+    for i in range(n):
+        r, c = rng.integers(0, 80, 2)
+        masks[i, r:r + 20, c:c + 15] = 1
+    return images, masks
+
+
+def test_tile_window_of_each_preset_and_refusals():
+    from net.geometry import PRESETS, tile_window
+    from utils.errors import UserError
+    for name, offset in PAD_PRESETS.items():
+        assert tile_window(name) == offset
+    for name in sorted(set(PRESETS) - set(PAD_PRESETS)):  # the resize presets
+        with pytest.raises(UserError, match='--loss_region center') as info:
+            tile_window(name)
+        assert '\n' not in str(info.value)
+    with pytest.raises(UserError, match='val_augs'):
+        tile_window('train_128_v3', 'val_128_resize')
+
+
+@pytest.mark.parametrize('name', sorted(PAD_PRESETS))
+def test_the_window_holds_the_tile_on_both_data_paths(name):
+    from net.device_aug import build_device_aug
+    from net.geometry import build_train_aug, preset, tile_window
+    a = tile_window(name)
+    images, masks = _tiles()
+    # Without random ops both paths place the tile itself in the window.
+    x01, t = build_device_aug(preset(name).device, p=0.0)(torch.from_numpy(images)[:, None],
+                                                         torch.from_numpy(masks)[:, None], torch.Generator())
+    assert x01.shape[-1] == preset(name).size
+    np.testing.assert_array_equal((x01[:, 0, a:a + 101, a:a + 101] * 255).round().numpy(), images)
+    np.testing.assert_array_equal(t[:, 0, a:a + 101, a:a + 101].numpy(), masks)
+    host = build_train_aug(name, p=0.0, seed=0)
+    for img, m in zip(images, masks):
+        out = host(image=img, mask=m)
+        np.testing.assert_array_equal(out['image'][a:a + 101, a:a + 101], img)
+        np.testing.assert_array_equal(out['mask'][a:a + 101, a:a + 101], m)
+    # With the shift on, the fixed window holds the shifted tile: what the augmentation gives at 101x101
+    # before its final pad.
+    aug = build_device_aug(preset(name).device, p=1.0)
+    q = aug.sample_params(len(images), torch.Generator().manual_seed(3), torch.device('cpu'))
+    q['shift_on'][:] = True
+    x01, t = aug.apply(torch.from_numpy(images)[:, None], torch.from_numpy(masks)[:, None], q)
+    aug._val_image = aug._val_target = lambda v: v
+    x101, t101 = aug.apply(torch.from_numpy(images)[:, None], torch.from_numpy(masks)[:, None], q)
+    assert (q['dx'] != 0).any()
+    torch.testing.assert_close(x01[..., a:a + 101, a:a + 101], x101)
+    torch.testing.assert_close(t[..., a:a + 101, a:a + 101], t101)
+
+
+def test_tile_window_loss_sees_the_window_only():
+    a, size = 5, 112
+    g = torch.Generator().manual_seed(0)
+    mask = torch.zeros(3, 1, size, size)
+    mask[0, :, 20:40, 30:50] = 1
+    mask[1, :, :3, :] = 1  # salt in the pad only: the window is empty
+    out = {'mask': torch.randn(mask.shape, generator=g, requires_grad=True),
+           'aux': [torch.randn(mask.shape, generator=g)], 'salt': torch.randn(3, generator=g)}
+    for name in ('combined', 'combined_salt', 'BCE'):
+        inner = losses.build_loss(name)
+        fn = losses.TileWindowLoss(losses.build_loss(name), a)
+        o = {k: out[k] for k in inner.requires}
+        value = fn(o, {'mask': mask})
+        crop = lambda v: v[..., a:a + 101, a:a + 101]
+        ref = inner({k: [crop(x) for x in v] if k == 'aux' else (v if k == 'salt' else crop(v)) for k, v in o.items()},
+                    {'mask': crop(mask)})
+        torch.testing.assert_close(value, ref)
+        assert fn.requires == inner.requires and set(fn.parts) == set(inner.parts)
+        assert fn.salt_gate == inner.salt_gate
+        out['mask'].grad = None
+        value.backward()
+        grad = out['mask'].grad.clone()
+        inside = torch.zeros(size, size, dtype=torch.bool)
+        inside[a:a + 101, a:a + 101] = True
+        assert (grad[..., ~inside] == 0).all() and grad[..., inside].abs().sum() > 0
+    fn = losses.TileWindowLoss(losses.build_loss('combined'), a)
+    fn(out, {'mask': mask})
+    assert losses.salt_target(mask[..., a:a + 101, a:a + 101]).tolist() == [1.0, 0.0, 0.0]
+
+
+def _data_dir(tmp_path, n=24, n_folds=4, seed=0):
+    """A stacked data folder of n synthetic tiles: fold k's images all have grey levels 60k..60k+50."""
+    d = tmp_path / 'data'
+    d.mkdir()
+    rng = np.random.default_rng(seed)
+    folds = np.arange(n) % n_folds
+    images = np.stack([rng.integers(60 * f, 60 * f + 50, (101, 101)) for f in folds]).astype(np.uint8)
+    masks = np.zeros((n, 101, 101), np.uint8)
+    for i in range(n):
+        if i % 3:
+            r, c, h = rng.integers(0, 60), rng.integers(0, 60), rng.integers(3, 40)
+            masks[i, r:r + h, c:c + h] = 1
+    ids = [f'id{i:03d}' for i in range(n)]
+    np.save(d / 'train_images.npy', images)
+    np.save(d / 'train_masks.npy', masks)
+    (d / 'train.csv').write_text('id,rle_mask\n' + ''.join(f'{i},\n' for i in ids))
+    (d / 'train_with_folds.csv').write_text('id,fold\n' + ''.join(f'{i},{f}\n' for i, f in zip(ids, folds)))
+    return d
+
+
+def _train_argv(data, exp, *more):
+    return ['--arch', 'unet_plain_ds_w8', '--loss', 'combined_bce', '--optimizer', 'adam_1e-3',
+            '--train_augs', 'train_112_v3', '--batch_size', '6', '--val_batch_size', '8', '--data_dir', str(data),
+            '--experiment_dir', str(exp), '--device', 'cpu', '--threads', '1', '--fold', '0', '--loader', 'device',
+            *more]
+
+
+def test_loss_region_is_refused_with_a_resize_preset(tmp_path):
+    from net import training
+    from utils.errors import UserError
+    args = training.parse_args(['--experiment_dir', str(tmp_path / 'e'), '--loss_region', 'center',
+                                '--train_augs', 'train_128_v1'])
+    with pytest.raises(UserError, match='train_128_v1'):
+        training.build_config(args)
+    args = training.parse_args(['--experiment_dir', str(tmp_path / 'e'), '--train_augs', 'train_128_v1'])
+    assert training.build_config(args)['loss_region'] == 'full'
+    assert not isinstance(training.run_loss(training.build_config(args)), losses.TileWindowLoss)
+    assert not isinstance(training.run_loss({'loss': 'BCE', 'train_augs': 'train_128_v1', 'val_augs': None}),
+                          losses.TileWindowLoss)  # a config saved before the option
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('loader', ['device', 'prefetch'])
+def test_loss_region_reaches_the_loss_and_survives_resume(tmp_path, monkeypatch, loader):
+    import json
+    from net import training
+    data, exp = _data_dir(tmp_path), tmp_path / 'exp'
+    seen = []
+    real_fit = training.fit
+
+    def spy(model, loss_fn, optimizer, train_set, *args, **kwargs):
+        seen.append(loss_fn)
+        return real_fit(model, loss_fn, optimizer, train_set, *args, **kwargs)
+    monkeypatch.setattr(training, 'fit', spy)
+    argv = _train_argv(data, exp, '--n_epochs', '1', '--loss_region', 'center', '--loader', loader)
+    training.main(argv)
+    assert json.loads((exp / 'train_config.json').read_text())['loss_region'] == 'center'
+    training.main(_train_argv(data, exp, '--n_epochs', '2', '--resume', '--loader', loader))
+    assert len(seen) == 2
+    for fn in seen:
+        assert isinstance(fn, losses.TileWindowLoss) and fn.offset == 5 and fn.inner.mask_bce_weight == 1.0
+    assert json.loads((exp / 'train_config.json').read_text())['loss_region'] == 'center'
