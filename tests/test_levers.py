@@ -304,3 +304,88 @@ def test_loss_region_reaches_the_loss_and_survives_resume(tmp_path, monkeypatch,
     for fn in seen:
         assert isinstance(fn, losses.TileWindowLoss) and fn.offset == 5 and fn.inner.mask_bce_weight == 1.0
     assert json.loads((exp / 'train_config.json').read_text())['loss_region'] == 'center'
+
+
+# ------------------------------------------------------------------ 4. unet_plain_ds variants
+
+VARIANTS = ('unet_plain_ds_scse', 'unet_plain_ds_hyper', 'unet_plain_ds_dil')
+
+
+def _params(model):
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_plain_encoder_first_level_is_full_resolution(one_thread):
+    from net.models import build_model
+    # the "full-resolution stem" of the 15th place is the baseline's already: no stride before level 1
+    for name in ('unet_plain_ds', 'unet_plain_ds_dil'):
+        enc = build_model(name).encoder
+        feats = enc(torch.randn(1, 3, 32, 32))
+        assert enc.strides[0] == 1 and feats[0].shape[-2:] == (32, 32)
+        assert all(m.stride == (1, 1) for m in enc.levels[0].modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_dilated_variant_keeps_stride_8(one_thread):
+    from net.models import build_model
+    base, dil = build_model('unet_plain_ds_w8'), build_model('unet_plain_ds_dil_w8')
+    x = torch.randn(1, 3, 112, 112)
+    assert [f.shape[-1] for f in base.encoder(x)] == [112, 56, 28, 14, 7]
+    assert [f.shape[-1] for f in dil.encoder(x)] == [112, 56, 28, 14, 14]
+    assert dil.encoder.strides == (1, 2, 4, 8, 8)
+    convs = [m for m in dil.encoder.levels[-1].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and all(c.dilation == (2, 2) and c.padding == (2, 2) for c in convs)
+    assert all(m.dilation == (1, 1) for lvl in dil.encoder.levels[:-1] for m in lvl.modules()
+               if isinstance(m, torch.nn.Conv2d))
+    # the same weights otherwise: only the first decoder step loses its transposed conv (no upsampling)
+    assert dil.blocks[0].up is None and base.blocks[0].up is not None
+    assert set(_params(dil)) == set(_params(base)) - {n for n in _params(base) if n.startswith('blocks.0.up.')}
+    # a multiple of 8 is enough now; the mask keeps the input's size
+    out = dil(torch.randn(2, 3, 104, 104))
+    assert out['mask'].shape == (2, 1, 104, 104) and len(out['aux']) == 4 and out['salt'].shape == (2,)
+
+
+def test_scse_variant_adds_gates_only(one_thread):
+    from net.models import build_model
+    from net.models.common import SCSE
+    base, gated = build_model('unet_plain_ds'), build_model('unet_plain_ds_scse')
+    assert not any(isinstance(m, SCSE) for m in base.modules())
+    assert all(isinstance(b.scse, SCSE) for b in gated.blocks)
+    extra = set(_params(gated)) - set(_params(base))
+    assert extra and all('.scse.' in n for n in extra) and set(_params(base)) <= set(_params(gated))
+    assert not any(isinstance(m, SCSE) for m in gated.encoder.modules())
+
+
+def test_hyper_variant_fuses_salt_in_the_hypercolumn_conv(one_thread):
+    from net.models import build_model
+    from net.models.common import SaltFusion
+    m = build_model('unet_plain_ds_hyper_w8').eval()
+    assert m.hypercolumn and m.hyper is None and isinstance(m.fuse, SaltFusion)
+    assert m.fuse.conv.in_channels == 8 * len(m.blocks) and m.mask_head.in_channels == 16
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        before = m(x)['mask']
+        m.salt_head.fc[0].weight.add_(0.5)  # other salt features: the mask changes through the fusion
+        after = m(x)['mask']
+    assert not torch.allclose(before, after)
+    m.train()
+    out = m(x)
+    out['mask'].mean().backward()
+    assert all(r[0].weight.grad.abs().sum() > 0 for r in m.hyper_reduce)  # every scale reaches the mask
+
+
+@pytest.mark.parametrize('name', VARIANTS)
+def test_w8_twins_are_half_width(name, one_thread):
+    from net.models import build_model
+    wide, narrow = build_model(name), build_model(name + '_w8')
+    assert wide.encoder.channels == (16, 32, 64, 128, 256) and narrow.encoder.channels == (8, 16, 32, 64, 128)
+    assert type(wide.fuse) is type(narrow.fuse) and wide.encoder.strides == narrow.encoder.strides
+    assert wide.output_keys == narrow.output_keys == {'mask', 'aux', 'salt'}
