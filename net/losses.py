@@ -158,6 +158,8 @@ class SaltLoss(nn.Module):
     target_keys = frozenset({'mask'})
     # A probability P: validation empties the masks whose salt probability is below P (net.loop.evaluate).
     salt_gate = None
+    # Whether the loss applies a per-image targets['weight'] (N,) (train.py --small_crops).
+    takes_weight = False
 
     def __init__(self):
         super().__init__()
@@ -249,6 +251,10 @@ class DeepSupervisionLoss(SaltLoss):
     no salt image contributes 0 from the aux heads. The weight is per head, so the total aux
     weight grows with the number of heads.
 
+    A per-image ``targets['weight']`` (N,) (the --small_crops samples) multiplies each image's
+    terms before the batch mean; the means still divide by the number of (salt) images, so a
+    weight of 1 everywhere is the unweighted loss and 0.5 is half an image (``takes_weight``).
+
     symmetric: the final mask's lovasz is the symmetric one, (L(x, y) + L(-x, 1 - y)) / 2, which
     also scores the background as a class: on an image with little salt, the plain hinge is
     driven by the few salt pixels, the mirrored half by the many background ones.
@@ -262,6 +268,7 @@ class DeepSupervisionLoss(SaltLoss):
     """
 
     requires = frozenset({'mask', 'aux', 'salt'})
+    takes_weight = True
 
     def __init__(self, mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05,
                  aux_weight=0.1, aux_kind='lovasz', symmetric=False, salt_only=False):
@@ -283,23 +290,31 @@ class DeepSupervisionLoss(SaltLoss):
         has_salt = salt_target(mask)
         # A masked mean instead of indexing the salt images keeps shapes static (no host sync).
         n_salt = has_salt.sum().clamp_min(1.0)
+        weight = targets.get('weight')
+        salt_logit = outputs['salt'].reshape(mask.shape[0])
         values = {}
-        if self.salt_only:
-            if self.mask_lovasz_weight:
-                per = lovasz_hinge_per_image(logits, mask, symmetric=self.symmetric)
-                values['mask_lovasz'] = (per * has_salt).sum() / n_salt
-            if self.mask_bce_weight:
-                values['mask_bce'] = (bce_per_image(logits, mask) * has_salt).sum() / n_salt
-        else:
+        if weight is None and not self.salt_only:
             if self.mask_lovasz_weight:
                 values['mask_lovasz'] = lovasz_hinge(logits, mask, symmetric=self.symmetric)
             if self.mask_bce_weight:
                 values['mask_bce'] = bce_with_logits(logits, mask)
-        values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
+        else:
+            # per-image values, weighted, then a (masked) mean over the batch's images
+            w = torch.ones_like(has_salt) if weight is None else weight.float().reshape(mask.shape[0])
+            sel, count = (has_salt * w, n_salt) if self.salt_only else (w, float(mask.shape[0]))
+            if self.mask_lovasz_weight:
+                values['mask_lovasz'] = (lovasz_hinge_per_image(logits, mask, self.symmetric) * sel).sum() / count
+            if self.mask_bce_weight:
+                values['mask_bce'] = (bce_per_image(logits, mask) * sel).sum() / count
+        if weight is None:
+            values['salt'] = bce_with_logits(salt_logit, has_salt)
+        else:
+            values['salt'] = (bce_per_image(salt_logit[:, None], has_salt[:, None]) * w).mean()
+        aux_sel = has_salt if weight is None else has_salt * w
         per_image = _PER_IMAGE[self.aux_kind]
         aux = logits.new_zeros((), dtype=torch.float32)
         for head in outputs['aux']:
-            aux = aux + (per_image(head, mask) * has_salt).sum() / n_salt
+            aux = aux + (per_image(head, mask) * aux_sel).sum() / n_salt
         values['aux'] = aux
         self.parts = {name: v.detach() for name, v in values.items()}
         return (self.mask_lovasz_weight * values.get('mask_lovasz', 0.0)
@@ -329,6 +344,7 @@ class TileWindowLoss(SaltLoss):
         self.inner, self.offset, self.side = inner, int(offset), int(side)
         self.requires, self.target_keys = inner.requires, inner.target_keys
         self.salt_gate = getattr(inner, 'salt_gate', None)
+        self.takes_weight = getattr(inner, 'takes_weight', False)
 
     def _crop(self, v):
         if isinstance(v, (list, tuple)):

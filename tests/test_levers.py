@@ -389,3 +389,153 @@ def test_w8_twins_are_half_width(name, one_thread):
     assert wide.encoder.channels == (16, 32, 64, 128, 256) and narrow.encoder.channels == (8, 16, 32, 64, 128)
     assert type(wide.fuse) is type(narrow.fuse) and wide.encoder.strides == narrow.encoder.strides
     assert wide.output_keys == narrow.output_keys == {'mask', 'aux', 'salt'}
+
+
+# ------------------------------------------------------------------ 5. --small_crops
+
+def test_corner_counts_by_hand():
+    from net.small_crops import corner_counts
+    m = np.zeros((1, 101, 101), np.uint8)
+    m[0, :3, :4] = 1       # 12 pixels in the top-left corner
+    m[0, 99:, 98:] = 1     # 6 in the bottom right
+    c = corner_counts(m, [2, 5, 101])
+    np.testing.assert_array_equal(c[0, 0], [4, 12, 18])
+    np.testing.assert_array_equal(c[0, 1], [0, 0, 18])
+    np.testing.assert_array_equal(c[0, 2], [0, 0, 18])
+    np.testing.assert_array_equal(c[0, 3], [4, 6, 18])
+
+
+def test_small_crops_hold_little_salt_and_are_deterministic():
+    import cv2
+    from net.small_crops import SALT_PIXELS, corner_crop, small_mask_crops
+    images, masks = _tiles(12, seed=1)
+    masks[:] = 0
+    rng = np.random.default_rng(2)
+    for i in range(12):  # a blob of 60-400 pixels near a random corner, another far from it
+        h = rng.integers(8, 20)
+        masks[i, 2:2 + h, 3:3 + h] = 1
+        masks[i, 70:101, 40:101] = i % 2
+    ci, cm, src = small_mask_crops(images, masks, 0.5, seed=7)
+    assert ci.shape == cm.shape == (6, 101, 101) and ci.dtype == cm.dtype == np.uint8 and set(np.unique(cm)) <= {0, 1}
+    for img, m, (i, corner, side) in zip(ci, cm, src):
+        held = int(corner_crop(masks[i], corner, side).sum())
+        assert SALT_PIXELS[0] <= held <= SALT_PIXELS[1]
+        np.testing.assert_array_equal(img, cv2.resize(corner_crop(images[i], corner, side), (101, 101),
+                                                      interpolation=cv2.INTER_LINEAR))
+        assert m.sum() > held  # scaled up by (101 / side)^2, nearest
+    again = small_mask_crops(images, masks, 0.5, seed=7)
+    np.testing.assert_array_equal(again[0], ci)
+    np.testing.assert_array_equal(again[2], src)
+    assert not np.array_equal(small_mask_crops(images, masks, 0.5, seed=8)[2], src)
+    assert len(small_mask_crops(images, masks, 0.0, seed=7)[0]) == 0
+    from utils.errors import UserError
+    with pytest.raises(UserError, match='small_crops'):
+        small_mask_crops(images, np.zeros_like(masks), 0.5, seed=7)
+
+
+def test_loss_weights_per_image():
+    logits, mask = _batch()
+    out, n = _ds_outputs(logits, mask), len(mask)
+    has = losses.salt_target(mask)
+    for name in ('combined', 'combined_bce', 'combined_salt', 'combined_sym'):
+        fn = losses.build_loss(name)
+        assert fn.takes_weight
+        plain = fn(out, {'mask': mask})
+        ones = fn(out, {'mask': mask, 'weight': torch.ones(n)})
+        torch.testing.assert_close(ones, plain)
+        w = torch.tensor([1.0, 0.5, 1.0, 0.5, 1.0])
+        total = fn(out, {'mask': mask, 'weight': w})
+        # by hand: each image's terms times its weight, divided by the (salt) image count as before
+        per_mask = (losses.lovasz_hinge_per_image(logits, mask, fn.symmetric) if fn.mask_lovasz_weight
+                    else losses.bce_per_image(logits, mask))
+        sel, count = (has * w, has.sum()) if fn.salt_only else (w, n)
+        mask_term = (per_mask * sel).sum() / count
+        salt = (F.binary_cross_entropy_with_logits(out['salt'], has, reduction='none') * w).mean()
+        aux_fn = losses.lovasz_hinge_per_image if fn.aux_kind == 'lovasz' else losses.bce_per_image
+        aux = sum((aux_fn(a, mask) * has * w).sum() / has.sum() for a in out['aux'])
+        weight = fn.mask_lovasz_weight or fn.mask_bce_weight
+        torch.testing.assert_close(total, weight * mask_term + fn.salt_weight * salt + fn.aux_weight * aux)
+    # A zero weight takes the image out of every term's gradient.
+    x = logits.clone().requires_grad_(True)
+    s = out['salt'].clone().requires_grad_(True)
+    losses.build_loss('combined')({**out, 'mask': x, 'salt': s}, {'mask': mask, 'weight': torch.tensor([1.0, 1, 0, 1, 1])}).backward()
+    assert (x.grad[2] == 0).all() and s.grad[2] == 0 and x.grad[3].abs().sum() > 0
+    assert not losses.build_loss('BCE').takes_weight
+    assert losses.TileWindowLoss(losses.build_loss('combined'), 5).takes_weight
+
+
+@pytest.mark.parametrize('loader', ['device', 'prefetch'])
+def test_the_weights_reach_the_batches_on_both_paths(loader):
+    from net.loader import TrainBatches
+    from net.runtime import Runtime
+    rt = Runtime(torch.device('cpu'), loader=loader)
+    images, masks = _tiles(8)
+    weights = np.array([1, 1, 1, 1, 1, 1, 0.5, 0.5], np.float32)
+    images[6:] = 7  # the weighted samples are recognisable
+    batches = TrainBatches(images, masks, 'train_112_v3', rt, weights=weights)
+    seen = 0
+    epoch = batches.epoch(4, 0, 1)
+    try:
+        for x, t in epoch:
+            assert t['weight'].shape == (4,) and t['weight'].dtype == torch.float32
+            # the sample whose image is all 7s is the one with weight 0.5
+            const = x[:, 0].flatten(1).std(1) < 1e-6
+            assert torch.equal(const, t['weight'] == 0.5)
+            seen += len(x)
+    finally:
+        epoch.close()
+    assert seen == 8
+    plain = TrainBatches(images, masks, 'train_112_v3', rt).epoch(4, 0, 1)
+    try:
+        assert 'weight' not in next(iter(plain))[1]
+    finally:
+        plain.close()
+
+
+def test_crops_come_from_the_training_part_only(tmp_path):
+    from net import training
+    from net.small_crops import CROP_WEIGHT
+    data = _data_dir(tmp_path, n=48)
+    args = training.parse_args(_train_argv(data, tmp_path / 'exp', '--small_crops', '0.5'))
+    config = training.build_config(args)
+    assert config['small_crops'] == 0.5
+    tr, trm, w, va, _ = training.training_arrays(config)
+    n_train = 36  # fold 0 of 4 is validation
+    assert len(tr) == len(trm) == len(w) == n_train + 18
+    np.testing.assert_array_equal(w, [1.0] * n_train + [CROP_WEIGHT] * 18)
+    # fold k's tiles have grey levels 60k..60k+49; a bilinear resize stays inside one tile's range
+    assert va.max() < 50
+    for crop in tr[n_train:]:
+        fold = crop.min() // 60
+        assert fold != 0 and crop.max() < 60 * fold + 50
+    # the same config gives the same crops
+    np.testing.assert_array_equal(training.training_arrays(config)[0], tr)
+
+
+def test_small_crops_refused_with_a_loss_that_cannot_weigh(tmp_path):
+    from net import training
+    from utils.errors import UserError
+    args = training.parse_args(['--experiment_dir', str(tmp_path / 'e'), '--small_crops', '0.3', '--loss', 'BCE'])
+    with pytest.raises(UserError, match='combined') as info:
+        training.build_config(args)
+    assert '\n' not in str(info.value)
+    with pytest.raises(SystemExit):
+        training.parse_args(['--experiment_dir', str(tmp_path / 'e'), '--small_crops', '-1'])
+
+
+@pytest.mark.slow
+def test_small_crops_train_and_survive_resume(tmp_path, monkeypatch, capsys):
+    import json
+    from net import training
+    data, exp = _data_dir(tmp_path, n=48), tmp_path / 'exp'
+    sizes = []
+    real = training.TrainBatches
+
+    def spy(images, masks, *args, weights=None, **kwargs):
+        sizes.append((len(images), None if weights is None else float(weights.sum())))
+        return real(images, masks, *args, weights=weights, **kwargs)
+    monkeypatch.setattr(training, 'TrainBatches', spy)
+    training.main(_train_argv(data, exp, '--n_epochs', '1', '--small_crops', '0.25', '--batch_size', '9'))
+    assert json.loads((exp / 'train_config.json').read_text())['small_crops'] == 0.25
+    training.main(_train_argv(data, exp, '--n_epochs', '2', '--resume', '--batch_size', '9'))
+    assert sizes == [(36 + 9, 36 + 4.5)] * 2
