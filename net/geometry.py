@@ -100,3 +100,27 @@ def run_inputs(train_augs, val_augs=None, val_transforms=None):
     """(val, back) of a training run: the preset's own, or the --val_augs / --val_transforms overrides checked."""
     g = preset(train_augs)
     return inputs_for(g.size, val_augs or g.val, val_transforms, sized_by=f"--train_augs {train_augs}")
+
+
+# Where the 101x101 tile lies in the model input of each padding validation input: the top-left
+# pad. A resize spreads the tile over the whole input, so it has no such window.
+TILE_AT = {'val_112': aug.PAD_112[0], 'val_128': aug.PAD_128[0]}
+
+
+def tile_window(train_augs, val_augs=None):
+    """Offset a of the fixed window [a:a+101, a:a+101] of the model input that holds the tile (no shift).
+
+    For --loss_region center. The window is fixed: the train shift moves the tile's content inside
+    the input, and the window then holds the shifted tile (its reflect-101 fill included), as the
+    validation input holds the unshifted one. UserError (one line) for a resize preset, or a
+    --val_augs that does not pad the way the preset does.
+    """
+    g = preset(train_augs)
+    if g.val not in TILE_AT:
+        pads = ', '.join(sorted(n for n, p in PRESETS.items() if p.val in TILE_AT))
+        raise UserError(f"--loss_region center needs a padding preset, and --train_augs {train_augs} resizes the "
+                        f"tile; pass --train_augs {pads}, or --loss_region full")
+    if val_augs is not None and val_augs != g.val:
+        raise UserError(f"--loss_region center takes the tile's window of --train_augs {train_augs}, which "
+                        f"--val_augs {val_augs} does not place alike; leave --val_augs out")
+    return TILE_AT[g.val]

@@ -66,7 +66,9 @@ CHUNK = 2048
 # Outputs with one value per image (N,), not a map: no TTA inverse, no back-transform.
 IMAGE_LEVEL = frozenset({'salt'})
 # The architectures with an image-level salt output (tests/test_models.py checks this against the models).
-SALT_HEAD_ARCHS = ('ds_resnet_34', 'wide_resnet_hypercolumn', 'unet_lite_ds', 'unet_plain_ds', 'unet_plain_ds_w32', 'unet_plain_ds_w8')
+SALT_HEAD_ARCHS = ('ds_resnet_34', 'wide_resnet_hypercolumn', 'unet_lite_ds', 'unet_plain_ds', 'unet_plain_ds_w32',
+                   'unet_plain_ds_w8', 'unet_plain_ds_scse', 'unet_plain_ds_scse_w8', 'unet_plain_ds_hyper',
+                   'unet_plain_ds_hyper_w8', 'unet_plain_ds_dil', 'unet_plain_ds_dil_w8')
 
 
 @torch.no_grad()

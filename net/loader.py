@@ -70,12 +70,18 @@ class ResidentData:
 
     images (N, 101, 101) uint8; targets (N, K, 101, 101) uint8 in {0,1} (mask, and border when K=2);
     aug: a net.device_aug.DeviceAug. 2560 images take 26 MB per channel; nothing crosses to
-    the host between epochs.
+    the host between epochs. weights: None, or a per-image loss weight (N,), given to the loss as
+    targets['weight'] (B,) float32 (the --small_crops samples weigh less than real images).
     """
 
-    def __init__(self, images, targets, aug, rt):
+    def __init__(self, images, targets, aug, rt, weights=None):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(rt.device)[:, None]
         self.targets = torch.from_numpy(np.ascontiguousarray(targets)).to(rt.device)
+        self.weights = None
+        if weights is not None:
+            if len(weights) != len(images):
+                raise ValueError(f"{len(weights)} weights for {len(images)} images")
+            self.weights = torch.as_tensor(np.asarray(weights, np.float32)).to(rt.device)
         self.aug, self.rt = aug, rt
 
     def __len__(self):
@@ -100,7 +106,10 @@ class ResidentEpoch:
         d, rt = self.data, self.data.rt
         for idx in self.order.split(self.batch_size):
             x01, t = d.aug(d.images[idx], d.targets[idx], self.gen)
-            yield float_input(x01, rt), targets_from(t)
+            targets = targets_from(t)
+            if d.weights is not None:
+                targets['weight'] = d.weights[idx]
+            yield float_input(x01, rt), targets
 
     def close(self):
         pass
@@ -216,8 +225,11 @@ class HostEpoch:
         return len(self.loader)
 
     def __iter__(self):
-        for images, targets in self.loader:
-            yield to_input(images, self.rt), targets_from(targets.to(self.rt.device, non_blocking=True))
+        for images, targets, *weight in self.loader:
+            t = targets_from(targets.to(self.rt.device, non_blocking=True))
+            if weight:
+                t['weight'] = weight[0].to(self.rt.device, non_blocking=True).float()
+            yield to_input(images, self.rt), t
 
     def close(self):
         if isinstance(self.loader, Prefetcher):
@@ -237,21 +249,38 @@ def _seed_worker(worker_id):
         reseed(info.dataset.aug, torch.initial_seed() % 2 ** 32)
 
 
+class WeightedTrainDataset(TrainDataset):
+    """TrainDataset whose items also carry the image's loss weight: (image, targets, weight () float32)."""
+
+    def __init__(self, images, masks, aug, weights, with_border=False):
+        super().__init__(images, masks, aug, with_border=with_border)
+        if len(weights) != len(images):
+            raise ValueError(f"{len(weights)} weights for {len(images)} images")
+        self.weights = np.asarray(weights, np.float32)
+
+    def __getitem__(self, i):
+        image, target = super().__getitem__(i)
+        return image, target, torch.tensor(self.weights[i])
+
+
 class TrainBatches:
     """The training fold and how its batches are made: `epoch(batch_size, seed, epoch)` gives one epoch.
 
     rt.loader 'device': a :class:`ResidentData` with the batched twin of preset `train_augs` (net.geometry);
     'prefetch': utils.data.TrainDataset with the albumentations set, on a background thread.
+    weights: None, or a loss weight per image (N,), which each batch's targets then carry as 'weight'.
     """
 
-    def __init__(self, images, masks, train_augs, rt, with_border=False):
+    def __init__(self, images, masks, train_augs, rt, with_border=False, weights=None):
         self.rt = rt
         if rt.loader == 'device':
             device_aug = build_device_aug(preset(train_augs).device)
-            self.resident = ResidentData(images, targets_of(masks, with_border), device_aug, rt)
+            self.resident = ResidentData(images, targets_of(masks, with_border), device_aug, rt, weights)
             self.dataset = None
         else:
-            self.dataset = TrainDataset(images, masks, build_train_aug(train_augs), with_border=with_border)
+            aug = build_train_aug(train_augs)
+            self.dataset = (TrainDataset(images, masks, aug, with_border=with_border) if weights is None
+                            else WeightedTrainDataset(images, masks, aug, weights, with_border=with_border))
             self.resident = None
 
     def __len__(self):

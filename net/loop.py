@@ -79,7 +79,10 @@ def evaluate(model, images, targets, loss_fn, val_aug, back, rt, batch_size=64, 
     """Validation: (mean loss, mask probabilities (N, 101, 101) float32) over all ranks' shards.
 
     images (N, 101, 101) uint8; targets (N, K, 101, 101) uint8 (mask, and border for K=2); either
-    may be a tensor already on the device.
+    may be a tensor already on the device. A loss with a ``salt_gate`` P (the salt-only losses of
+    net.losses, whose masks mean nothing on empty images) has the masks of images whose salt
+    probability is below P emptied, as predict's --empty_below P does: the metrics, the snapshot
+    choice and the saved validation masks then judge the model as it is used.
     """
     if rt.distributed:
         # DDP syncs gradients, not BatchNorm running statistics: each rank's drift with its own
@@ -88,8 +91,12 @@ def evaluate(model, images, targets, loss_fn, val_aug, back, rt, batch_size=64, 
             torch.distributed.broadcast(buf, 0)
     idx = np.arange(rt.rank, len(images), rt.world_size)
     mine = (images, targets) if rt.world_size == 1 else (_take(images, idx), _take(targets, idx))
+    gate = getattr(loss_fn, 'salt_gate', None)
     probs, loss = predict_probs(unwrap(model), mine[0], val_aug, back, TTAS['null'], rt, batch_size,
+                                keys=('mask',) if gate is None else ('mask', 'salt'),
                                 out_dtype=np.float32, desc=desc, targets=mine[1], loss_fn=loss_fn)
+    if gate is not None:
+        probs['mask'][probs['salt'] < gate] = 0.0
     probs = probs['mask']
     if rt.world_size == 1:
         return loss, probs

@@ -156,6 +156,10 @@ class SaltLoss(nn.Module):
 
     requires = frozenset({'mask'})
     target_keys = frozenset({'mask'})
+    # A probability P: validation empties the masks whose salt probability is below P (net.loop.evaluate).
+    salt_gate = None
+    # Whether the loss applies a per-image targets['weight'] (N,) (train.py --small_crops).
+    takes_weight = False
 
     def __init__(self):
         super().__init__()
@@ -246,12 +250,28 @@ class DeepSupervisionLoss(SaltLoss):
     shape to learn at each scale, and deciding "empty" is the salt head's job. A batch with
     no salt image contributes 0 from the aux heads. The weight is per head, so the total aux
     weight grows with the number of heads.
+
+    A per-image ``targets['weight']`` (N,) (the --small_crops samples) multiplies each image's
+    terms before the batch mean; the means still divide by the number of (salt) images, so a
+    weight of 1 everywhere is the unweighted loss and 0.5 is half an image (``takes_weight``).
+
+    symmetric: the final mask's lovasz is the symmetric one, (L(x, y) + L(-x, 1 - y)) / 2, which
+    also scores the background as a class: on an image with little salt, the plain hinge is
+    driven by the few salt pixels, the mirrored half by the many background ones.
+    salt_only: the final mask's terms too are taken over images with salt only (a masked mean,
+    like the aux term's; 0 for a batch without salt), so the mask head never spends capacity on
+    "is there salt at all" and an image with a few salt pixels is not pulled towards the empty
+    prediction by the ~40 % empty images. Emptiness is then the salt head's decision alone: such a
+    model's mask is meaningless on empty images, and it must be used with ``--empty_below P`` at
+    predict time (net.inference: masks whose salt probability is below P are emptied), and is
+    validated during training the same way at P = 0.5 (net.loop.evaluate, ``salt_gate``).
     """
 
     requires = frozenset({'mask', 'aux', 'salt'})
+    takes_weight = True
 
     def __init__(self, mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05,
-                 aux_weight=0.1, aux_kind='lovasz'):
+                 aux_weight=0.1, aux_kind='lovasz', symmetric=False, salt_only=False):
         super().__init__()
         if aux_kind not in _PER_IMAGE:
             raise ValueError(f"aux_kind must be one of {sorted(_PER_IMAGE)}, not {aux_kind!r}")
@@ -260,22 +280,41 @@ class DeepSupervisionLoss(SaltLoss):
         self.salt_weight = float(salt_weight)
         self.aux_weight = float(aux_weight)
         self.aux_kind = aux_kind
+        self.symmetric = bool(symmetric)
+        self.salt_only = bool(salt_only)
+        # what validation empties by the salt head (net.loop.evaluate): its decision is the model's
+        self.salt_gate = 0.5 if salt_only else None
 
     def compute(self, outputs, targets):
         mask, logits = targets['mask'], outputs['mask']
         has_salt = salt_target(mask)
-        values = {}
-        if self.mask_lovasz_weight:
-            values['mask_lovasz'] = lovasz_hinge(logits, mask)
-        if self.mask_bce_weight:
-            values['mask_bce'] = bce_with_logits(logits, mask)
-        values['salt'] = bce_with_logits(outputs['salt'].reshape(mask.shape[0]), has_salt)
-        per_image = _PER_IMAGE[self.aux_kind]
         # A masked mean instead of indexing the salt images keeps shapes static (no host sync).
         n_salt = has_salt.sum().clamp_min(1.0)
+        weight = targets.get('weight')
+        salt_logit = outputs['salt'].reshape(mask.shape[0])
+        values = {}
+        if weight is None and not self.salt_only:
+            if self.mask_lovasz_weight:
+                values['mask_lovasz'] = lovasz_hinge(logits, mask, symmetric=self.symmetric)
+            if self.mask_bce_weight:
+                values['mask_bce'] = bce_with_logits(logits, mask)
+        else:
+            # per-image values, weighted, then a (masked) mean over the batch's images
+            w = torch.ones_like(has_salt) if weight is None else weight.float().reshape(mask.shape[0])
+            sel, count = (has_salt * w, n_salt) if self.salt_only else (w, float(mask.shape[0]))
+            if self.mask_lovasz_weight:
+                values['mask_lovasz'] = (lovasz_hinge_per_image(logits, mask, self.symmetric) * sel).sum() / count
+            if self.mask_bce_weight:
+                values['mask_bce'] = (bce_per_image(logits, mask) * sel).sum() / count
+        if weight is None:
+            values['salt'] = bce_with_logits(salt_logit, has_salt)
+        else:
+            values['salt'] = (bce_per_image(salt_logit[:, None], has_salt[:, None]) * w).mean()
+        aux_sel = has_salt if weight is None else has_salt * w
+        per_image = _PER_IMAGE[self.aux_kind]
         aux = logits.new_zeros((), dtype=torch.float32)
         for head in outputs['aux']:
-            aux = aux + (per_image(head, mask) * has_salt).sum() / n_salt
+            aux = aux + (per_image(head, mask) * aux_sel).sum() / n_salt
         values['aux'] = aux
         self.parts = {name: v.detach() for name, v in values.items()}
         return (self.mask_lovasz_weight * values.get('mask_lovasz', 0.0)
@@ -285,8 +324,46 @@ class DeepSupervisionLoss(SaltLoss):
 
     def extra_repr(self):
         return (f'mask_lovasz_weight={self.mask_lovasz_weight}, mask_bce_weight={self.mask_bce_weight}, '
-                f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}')
+                f'salt_weight={self.salt_weight}, aux_weight={self.aux_weight}, aux_kind={self.aux_kind!r}, '
+                f'symmetric={self.symmetric}, salt_only={self.salt_only}')
 
+
+
+class TileWindowLoss(SaltLoss):
+    """``inner`` on the fixed window [a:a+side, a:a+side] of every map only (--loss_region center).
+
+    Map outputs and targets (4-D tensors, and the 'aux' list) are cropped; image-level values
+    ('salt', a per-image 'weight') pass through, and "has salt" is then that of the window. With a
+    padding preset the window is where the tile lies (net.geometry.tile_window), so the pixels of
+    the reflect-101 pad, copies of pixels inside, are not counted twice. ``parts`` and ``salt_gate``
+    are the inner loss's.
+    """
+
+    def __init__(self, inner, offset, side=101):
+        super().__init__()
+        self.inner, self.offset, self.side = inner, int(offset), int(side)
+        self.requires, self.target_keys = inner.requires, inner.target_keys
+        self.salt_gate = getattr(inner, 'salt_gate', None)
+        self.takes_weight = getattr(inner, 'takes_weight', False)
+
+    def _crop(self, v):
+        if isinstance(v, (list, tuple)):
+            return [self._crop(t) for t in v]
+        if isinstance(v, torch.Tensor) and v.dim() == 4:
+            a = self.offset
+            if v.shape[-1] < a + self.side or v.shape[-2] < a + self.side:
+                raise ValueError(f"a {tuple(v.shape)} map has no window [{a}:{a + self.side}]")
+            return v[..., a:a + self.side, a:a + self.side]
+        return v
+
+    def forward(self, outputs, targets):
+        value = self.inner({k: self._crop(v) for k, v in outputs.items()},
+                           {k: self._crop(v) for k, v in targets.items()})
+        self.parts = self.inner.parts
+        return value
+
+    def extra_repr(self):
+        return f'offset={self.offset}, side={self.side}'
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,6 +432,23 @@ LOSSES: Dict[str, Callable[[], nn.Module]] = {
     # The same heads trained with BCE throughout: learns from scratch where lovasz stalls at first.
     'combined_bce': lambda: DeepSupervisionLoss(
         mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.05, aux_weight=0.1, aux_kind='bce'),
+    # combined, with the final mask's lovasz symmetric (the aux heads keep the plain one: they are
+    # trained on salt images only, where the salt class is the one to shape).
+    'combined_sym': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.05, aux_weight=0.1, symmetric=True),
+    # Segmentation on salt images only, emptiness left to the salt head (predict with --empty_below P).
+    # The salt BCE weighs 0.5, not 0.05: it is now the only signal for empty images. Its output
+    # layer would learn at any weight under Adam (steps are normalised per parameter), but the
+    # features it reads are shared, the encoder's and the salt head's hidden layer, which also
+    # feeds the mask head (SaltFusion); at 0.05 those would be shaped by the mask terms alone.
+    'combined_bce_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.5, aux_weight=0.1, aux_kind='bce',
+        salt_only=True),
+    'combined_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.5, aux_weight=0.1, salt_only=True),
+    'combined_sym_salt': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=0.0, salt_weight=0.5, aux_weight=0.1, symmetric=True,
+        salt_only=True),
     'lovasz_symmetric': _lovasz_symmetric,
     'BCE_lovasz_symmetric': lambda: WeightedSum(
         {'bce': (1.0, _bce()), 'lovasz_symmetric': (1.0, _lovasz_symmetric())}),

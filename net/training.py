@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
-from net.geometry import PRESETS, preset, run_inputs
+from net.geometry import PRESETS, preset, run_inputs, tile_window
 from net.loader import TrainBatches
 from net.loop import fit
-from net.losses import LOSSES, build_loss
+from net.losses import LOSSES, TileWindowLoss, build_loss
 from net.models import ARCHITECTURES, build_model
 from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
+from net.small_crops import with_small_crops
 from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
 from utils.cli import Parser, data_options, device_options
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
@@ -39,6 +40,12 @@ def parse_args(argv=None, border=False):
     p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION, parents=[data_options(), device_options()])
     p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
     p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
+    p.add_argument('--loss_region', default='full', choices=['full', 'center'],
+                   help="center: the loss sees only the fixed central 101x101 window of the input, where a padding "
+                        "preset (train_112_v3, train_128_v3) puts the tile, not its reflect-101 pad")
+    p.add_argument('--small_crops', type=float, default=0, metavar='F',
+                   help="add F x (training images) synthetic samples, corner crops of training tiles holding 50-300 "
+                        "salt pixels resized back to 101x101, at loss weight 0.5 (0: none)")
     p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
     p.add_argument('--lr', type=float, default=None,
                    help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
@@ -90,6 +97,8 @@ def parse_args(argv=None, border=False):
     args = p.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
         p.error(f"--lr must be a positive number; got {args.lr}")
+    if not args.small_crops >= 0:
+        p.error(f"--small_crops is a share of the training images, 0 or more (e.g. 0.25); got {args.small_crops}")
     if args.keep_snapshots < 0:
         p.error(f"--keep_snapshots must be 0 (keep all) or more; got {args.keep_snapshots}")
     for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
@@ -110,10 +119,16 @@ def build_config(args):
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
             'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots']
+            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots', 'loss_region', 'small_crops']
     config = {k: getattr(args, k) for k in keys}
     config['n_epochs'] = args.n_epochs or 200
     config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
+    if config['loss_region'] == 'center':
+        tile_window(args.train_augs, config['val_augs'])  # refused here, before anything is written
+    if config['small_crops'] and not build_loss(args.loss).takes_weight:
+        weighted = ', '.join(sorted(n for n in LOSSES if build_loss(n).takes_weight))
+        raise UserError(f"--small_crops weighs its samples by 0.5, which --loss {args.loss} cannot apply; pass a "
+                        f"loss that can ({weighted}) or drop --small_crops")
     own = preset(args.train_augs).val
     if config['val_augs'] != own:
         print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
@@ -136,6 +151,19 @@ def load_fold(config):
     if len(tr) < config['batch_size']:
         raise UserError(f"only {len(tr)} training images for --batch_size {config['batch_size']}; lower --batch_size")
     return images[tr], masks[tr], images[va], targets_of(masks[va], config['border'])
+
+
+def training_arrays(config):
+    """load_fold's arrays, with the --small_crops samples (made from the training part only) appended:
+    (train images, train masks, per-image loss weights (N,) or None, val images, val targets)."""
+    tr_images, tr_masks, va_images, va_targets = load_fold(config)
+    weights = None
+    if config.get('small_crops'):
+        n = len(tr_images)
+        tr_images, tr_masks, weights, _ = with_small_crops(tr_images, tr_masks, config['small_crops'], config['seed'])
+        print(f"--small_crops {config['small_crops']}: {len(tr_images) - n} small-mask crops added to the {n} "
+              f"training images")
+    return tr_images, tr_masks, weights, va_images, va_targets
 
 
 def main(args=None, border=False):
@@ -174,11 +202,11 @@ def _train(args, exp):
     torch.manual_seed(config['seed'])
     np.random.seed(config['seed'])
 
-    tr_images, tr_masks, va_images, va_targets = load_fold(config)
+    tr_images, tr_masks, weights, va_images, va_targets = training_arrays(config)
     model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
     if config.get('init') and not resume:
         init_from(model, config['init'], config['arch'])
-    loss_fn = build_loss(config['loss'])
+    loss_fn = run_loss(config)
     missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
     if missing:
         raise UserError(f"loss {config['loss']} needs model outputs {sorted(missing)} that {config['arch']} "
@@ -195,7 +223,8 @@ def _train(args, exp):
     if args.compile:
         model = torch.compile(model, mode=None if args.compile == 'default' else args.compile)
     with out_of_memory_is_user_error(config['batch_size']):
-        train_set = TrainBatches(tr_images, tr_masks, config['train_augs'], rt, with_border=config['border'])
+        train_set = TrainBatches(tr_images, tr_masks, config['train_augs'], rt, with_border=config['border'],
+                                 weights=weights)
     val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
     if rt.is_main:
         # Only now, with every input checked, may --overwrite delete the earlier run.
@@ -222,6 +251,15 @@ def _train(args, exp):
     if rt.distributed:
         torch.distributed.destroy_process_group()
     return summary
+
+
+def run_loss(config):
+    """The run's loss: config['loss'], on the tile's window only with loss_region 'center'
+    (a config saved before the option existed is 'full')."""
+    loss_fn = build_loss(config['loss'])
+    if config.get('loss_region', 'full') == 'center':
+        loss_fn = TileWindowLoss(loss_fn, tile_window(config['train_augs'], config['val_augs']))
+    return loss_fn
 
 
 def init_from(model, path, arch):

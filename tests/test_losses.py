@@ -20,6 +20,10 @@ EXPECTED_REQUIRES = {
     'combined': {'mask', 'aux', 'salt'},
     'combined_hyper': {'mask', 'aux', 'salt'},
     'combined_bce': {'mask', 'aux', 'salt'},
+    'combined_sym': {'mask', 'aux', 'salt'},
+    'combined_bce_salt': {'mask', 'aux', 'salt'},
+    'combined_salt': {'mask', 'aux', 'salt'},
+    'combined_sym_salt': {'mask', 'aux', 'salt'},
     'lovasz_symmetric': {'mask'},
     'BCE_lovasz_symmetric': {'mask'},
 }

@@ -18,6 +18,8 @@ EXPECTED_KEYS = {
     'wide_resnet_border': {'mask', 'border'}, 'unet_lite': M, 'unet_lite_w32': M,
     'unet_lite_border': {'mask', 'border'}, 'unet_plain': M, 'unet_plain_w8': M, 'unet_plain_scse': M,
     'unet_plain_hyper': M, 'unet_plain_ds': MAS, 'unet_plain_ds_w32': MAS, 'unet_plain_ds_w8': MAS,
+    'unet_plain_ds_scse': MAS, 'unet_plain_ds_scse_w8': MAS, 'unet_plain_ds_hyper': MAS, 'unet_plain_ds_hyper_w8': MAS,
+    'unet_plain_ds_dil': MAS, 'unet_plain_ds_dil_w8': MAS,
 }
 
 @pytest.fixture(autouse=True)

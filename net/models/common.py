@@ -24,8 +24,9 @@ class ConvBnAct(nn.Sequential):
     (N, cin, H, W) -> (N, cout, H/stride, W/stride).
     """
 
-    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1, bn=True):
-        conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=not bn)
+    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1, bn=True, dilation=1):
+        conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=dilation * (kernel_size // 2), groups=groups,
+                         bias=not bn, dilation=dilation)
         norm = [nn.BatchNorm2d(cout)] if bn else []
         super().__init__(conv, *norm, nn.ReLU(inplace=True))
 
@@ -59,7 +60,8 @@ class DecoderBlock(nn.Module):
     x: (N, cin, h, w), skip: (N, skip_ch, 2h, 2w) or None -> (N, cout, 2h, 2w).
     up: 'bilinear' (parameter-free) or 'deconv' (2x2 stride-2 transposed conv to ``skip_ch``
         channels, or cin // 2 without a skip): cheaper on CPU, where bilinear's backward is
-        slow, and it thins the tensor that the next conv reads.
+        slow, and it thins the tensor that the next conv reads. 'none': x is already at the
+        skip's resolution (an encoder whose deepest level is dilated, not pooled): (N, cout, h, w).
     merge: 'cat' (U-Net) or 'add' (LinkNet-style, needs up='deconv'): adding skips avoids the
         concat copy and halves the next conv's input, which matters at full resolution on CPU.
     bn: False gives biased convs without BatchNorm.
@@ -70,13 +72,17 @@ class DecoderBlock(nn.Module):
         if up == 'deconv':
             up_ch = skip_ch or max(cin // 2, cout)
             self.up = nn.ConvTranspose2d(cin, up_ch, 2, stride=2, bias=False)
-        elif up == 'bilinear':
+        elif up in ('bilinear', 'none'):
+            if up == 'none' and not skip_ch:
+                raise ValueError("up='none' merges a skip at the same resolution; it needs skip_ch")
             up_ch = cin
             self.up = None
         else:
             raise ValueError(f'unknown upsampling {up!r}')
-        if merge not in ('cat', 'add') or (merge == 'add' and up != 'deconv'):
+        if merge not in ('cat', 'add') or (merge == 'add' and up == 'bilinear'):
             raise ValueError(f"merge must be 'cat', or 'add' with up='deconv'; got {merge!r} with {up!r}")
+        if merge == 'add' and up == 'none' and cin != skip_ch:
+            raise ValueError(f"merge='add' with up='none' needs cin == skip_ch, got {cin} and {skip_ch}")
         self.merge = merge
         conv_in = up_ch if (merge == 'add' or not skip_ch) else up_ch + skip_ch
         layers = [ConvBnAct(conv_in, cout, bn=bn)]
@@ -140,6 +146,8 @@ class SegNet(nn.Module):
     encoder: module with ``channels`` and ``strides`` (finest first) whose forward maps
         x (N, 3, H, W) to a list of feature maps, one per stride. The finest stride may be > 1;
         the decoder then adds skip-less upsampling steps until it reaches the input resolution.
+        Two levels may share a stride (a dilated, unpooled deepest level): that decoder step
+        merges its skip without upsampling.
     decoder_channels: output width of each decoder step, coarsest first; its length must be
         (number of encoder features - 1) + log2(finest stride).
     center: channels of an optional 1x1 conv-bn-relu on the deepest features before decoding
@@ -183,11 +191,13 @@ class SegNet(nn.Module):
         deep = enc_ch[-1]
         self.center = ConvBnAct(deep, center, kernel_size=1) if center else nn.Identity()
         cin = center or deep
+        strides = list(encoder.strides)[::-1]  # deepest first: the decoder steps go from strides[i] to strides[i + 1]
         blocks = []
         for i, (skip_ch, cout) in enumerate(zip(skips, decoder_channels)):
             last = i == len(skips) - 1
-            blocks.append(DecoderBlock(cin, skip_ch, cout, scse=scse, n_convs=n_convs, up=up, merge=merge,
-                                       bn=top_bn or not last))
+            same = i + 1 < len(strides) and strides[i + 1] == strides[i]
+            blocks.append(DecoderBlock(cin, skip_ch, cout, scse=scse, n_convs=n_convs, up='none' if same else up,
+                                       merge=merge, bn=top_bn or not last))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.n_skips = len(enc_ch) - 1

@@ -108,29 +108,34 @@ def unet_lite_border(pretrained=None):
 class PlainEncoder(nn.Module):
     """Classic U-Net encoder: two 3x3 conv-bn-relu per level, 2x2 max-pool between levels.
 
+    The first level runs at the input's resolution (stride 1: no downsampling stem).
     x (N, 3, H, W) -> [(N, w, H), (N, 2w, H/2), (N, 4w, H/4), (N, 8w, H/8), (N, 16w, H/16)].
+    dilated_last: the deepest level is not pooled but its convs are dilated (2), so it stays at
+    H/8 with about the receptive field the pool gave it: [..., (N, 8w, H/8), (N, 16w, H/8)].
     """
 
-    strides = (1, 2, 4, 8, 16)
-
-    def __init__(self, width=16):
+    def __init__(self, width=16, dilated_last=False):
         super().__init__()
         widths = [width * 2 ** i for i in range(5)]
         self.channels = tuple(widths)
+        self.strides = (1, 2, 4, 8, 8) if dilated_last else (1, 2, 4, 8, 16)
         cins = [3] + widths[:-1]
-        self.levels = nn.ModuleList(nn.Sequential(ConvBnAct(ci, co), ConvBnAct(co, co)) for ci, co in zip(cins, widths))
+        dil = [1, 1, 1, 1, 2 if dilated_last else 1]
+        self.levels = nn.ModuleList(nn.Sequential(ConvBnAct(ci, co, dilation=d), ConvBnAct(co, co, dilation=d))
+                                    for ci, co, d in zip(cins, widths, dil))
         self.pool = nn.MaxPool2d(2)
+        self.pooled = [False] + [s > p for p, s in zip(self.strides, self.strides[1:])]
         init_encoder(self)
 
     def forward(self, x):
         feats = [self.levels[0](x)]
-        for level in self.levels[1:]:
-            feats.append(level(self.pool(feats[-1])))
+        for level, pooled in zip(self.levels[1:], self.pooled[1:]):
+            feats.append(level(self.pool(feats[-1]) if pooled else feats[-1]))
         return feats
 
 
-def _plain(pretrained, arch, width, **heads):
-    enc = PlainEncoder(width)
+def _plain(pretrained, arch, width, dilated_last=False, **heads):
+    enc = PlainEncoder(width, dilated_last)
     init_encoder_weights(enc, pretrained, arch, imagenet=None)
     w = width
     return SegNet(enc, (w * 8, w * 4, w * 2, w), n_convs=2, up='deconv', merge='cat', channels_last=True, **heads)
@@ -177,3 +182,41 @@ def unet_plain_ds_w32(pretrained=None):
 def unet_plain_ds_w8(pretrained=None):
     """``unet_plain_ds`` at half width (8..128): the same heads, for screening on slow CPUs. Outputs {'mask', 'aux', 'salt'}."""
     return _plain(pretrained, 'unet_plain_ds_w8', 8, aux=True, salt=True, fuse_salt=True)
+
+
+# The recipe's net (unet_plain_ds) with one change each, for ablations; the _w8 twins screen them on slow CPUs.
+_DS = dict(aux=True, salt=True, fuse_salt=True)
+# as unet_plain_hyper: each step cut to 8 channels, then a 1x1 conv, which is also the salt fusion
+_HYPER = dict(hypercolumn=True, hyper_channels=16, hyper_reduce=8, hyper_kernel=1)
+
+
+def unet_plain_ds_scse(pretrained=None):
+    """``unet_plain_ds`` with scSE gates after every decoder step. Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_scse', 16, scse=True, **_DS)
+
+
+def unet_plain_ds_scse_w8(pretrained=None):
+    """``unet_plain_ds_scse`` at half width (8..128). Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_scse_w8', 8, scse=True, **_DS)
+
+
+def unet_plain_ds_hyper(pretrained=None):
+    """``unet_plain_ds`` whose mask head reads a hypercolumn of every decoder step; the salt features are
+    fused in the hypercolumn's conv. Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_hyper', 16, **_HYPER, **_DS)
+
+
+def unet_plain_ds_hyper_w8(pretrained=None):
+    """``unet_plain_ds_hyper`` at half width (8..128). Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_hyper_w8', 8, **_HYPER, **_DS)
+
+
+def unet_plain_ds_dil(pretrained=None):
+    """``unet_plain_ds`` with three stride-2 stages: the deepest level is dilated (2) at stride 8 instead of
+    pooled to 16, keeping twice the resolution there (inputs a multiple of 8). Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_dil', 16, dilated_last=True, **_DS)
+
+
+def unet_plain_ds_dil_w8(pretrained=None):
+    """``unet_plain_ds_dil`` at half width (8..128). Outputs {'mask', 'aux', 'salt'}."""
+    return _plain(pretrained, 'unet_plain_ds_dil_w8', 8, dilated_last=True, **_DS)
