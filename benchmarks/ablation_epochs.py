@@ -166,6 +166,7 @@ def validation_scores(snaps, data_dir, empty_below=False, threads=1):
         out['tta_empty'] = float(cuts[c])
         if empty_below:
             pred = np.where(salt[:, None, None] < c, False, pred)
+    out['coverage'] = {r['name']: r['score'] for r in coverage_breakdown(image_scores(pred, true), true)}
     return out
 
 
