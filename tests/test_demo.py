@@ -25,13 +25,16 @@ def test_demo_end_to_end(tmp_path):
     last = r.stdout.strip().splitlines()
     m = re.fullmatch(r'demo done: held-out score (\d\.\d{4}) \(all-empty answer: (\d\.\d{4})\)', last[-2])
     assert m, last[-2:]
+    assert last[-3].startswith('demo plan: ')
     ours, empty = float(m.group(1)), float(m.group(2))
     truth = pd.read_csv(data / 'test_truth.csv', dtype=str, keep_default_na=False)
     assert empty == pytest.approx((truth['rle_mask'] == '').mean(), abs=1e-4)  # an empty image scores 1, others 0
     assert ours > empty + 0.02, f"the demo's submission ({ours}) does not beat the all-empty answer ({empty})"
     sub = pd.read_csv(exp / 'predictions' / 'demo_submission.csv', dtype=str, keep_default_na=False)
     assert list(sub['id']) == list(truth['id'])
-    assert f'--n_epochs {EPOCHS} --scheduler cosine ' in r.stdout and '--max_minutes' not in r.stdout
+    assert '--scheduler cosine ' in r.stdout and f'--n_epochs {EPOCHS} ' in r.stdout and '--max_minutes' not in r.stdout
+    plan = [line for line in r.stdout.splitlines() if line.startswith('demo plan: ')]
+    assert plan and f'{EPOCHS} epochs as asked' in plan[0], plan
     for step in ('stack_and_save.py', 'make_folds.py', 'optimize_threshold.py', 'predict_tta.py', 'evaluate.py'):
         assert f'{step} ' in r.stdout
 
@@ -53,3 +56,23 @@ def test_demo_steps_stream_their_output(tmp_path):
             flag.touch()  # only a streamed 'first' lets the step finish
     assert proc.wait(timeout=90) == 0
     assert lines[-2:] == ['first', 'second'], lines
+
+
+def test_plan_turns_the_budget_into_epochs_within_bounds():
+    """The budget is timed on this CPU and turned into epochs; too little is raised to the fewest that
+    learn, too much capped, and the line says which and why."""
+    from tools import demo
+    few, amp, line = demo.plan(demo.parse_args(['--minutes', '0.001']))
+    assert few == demo.MIN_EPOCHS and 'raised' in line and line.startswith('demo plan: ')
+    many, _, line = demo.plan(demo.parse_args(['--minutes', '100000']))
+    assert many == demo.MAX_EPOCHS and 'capped' in line
+    assert demo.cpu_class() in line and demo.ARCH in line
+    assert (amp == '--amp bf16 ') == ('natively' in line)
+    asked, _, line = demo.plan(demo.parse_args(['--epochs', '3']))
+    assert asked == 3 and '3 epochs as asked' in line
+
+
+def test_plan_options_out_of_range_are_one_line():
+    for bad in (['--minutes', '0'], ['--epochs', '0'], ['--n_train', '5']):
+        r = subprocess.run([sys.executable, 'tools/demo.py', *bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and 'error' in r.stderr and 'Traceback' not in r.stderr, r.stderr
