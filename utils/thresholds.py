@@ -41,7 +41,7 @@ def true_masks_for(masks_fn, data_dir=None):
 
 def validation_set_of(masks_fn, data_dir=None):
     """(config, true masks (N, 101, 101), experiment root) of the experiment a masks file belongs to."""
-    config, root = find_config(masks_fn)
+    config, root = find_config(masks_fn, needs=('folds_csv', 'fold') + (() if data_dir else ('data_dir',)))
     if config is None:
         raise UserError(f"no train_config.json found above {masks_fn}; pass a val_masks_*.npy from an experiment's snapshots/")
     d = Path(data_dir or config['data_dir'])
