@@ -132,10 +132,16 @@ def read_columns(path, what, columns, fix):
     return out
 
 
-def data_dir_checked(data_dir):
+def not_a_file(data_dir):
+    """A data folder that is a plain file is named so (not as its missing parts)."""
     d = Path(data_dir)
     if d.exists() and not d.is_dir():
         raise UserError(f"--data_dir {d} is a file, not a folder; pass the folder of the unzipped competition data")
+    return d
+
+
+def data_dir_checked(data_dir):
+    d = not_a_file(data_dir)
     if not d.is_dir():
         raise UserError(f"data directory not found: {d}; pass --data_dir with the unzipped competition data "
                         f"(train.csv, sample_submission.csv, train/, test/)")
@@ -144,14 +150,14 @@ def data_dir_checked(data_dir):
 
 
 def train_ids(data_dir):
-    guard_data_dir(data_dir)
+    guard_data_dir(not_a_file(data_dir))
     fix = "it comes with the competition data (pass the right --data_dir)"
     return read_columns(Path(data_dir) / 'train.csv', 'train.csv', ['id'], fix)['id']
 
 
 def test_ids(data_dir):
     """The test ids in sample_submission.csv's order (the submission's); each must be there once."""
-    guard_data_dir(data_dir)
+    guard_data_dir(not_a_file(data_dir))
     fix = "it comes with the competition data (pass the right --data_dir)"
     path = Path(data_dir) / 'sample_submission.csv'
     return read_columns(path, 'sample_submission.csv', ['id'], fix)['id']  # unique: read_columns checks
@@ -175,6 +181,7 @@ def check_stacked(path, arr, hint, binary=False):
 
 def load_train_arrays(data_dir):
     """Stacked train images and masks, (N, 101, 101) uint8 each, in train.csv order."""
+    guard_data_dir(not_a_file(data_dir))
     hint = stack_hint(data_dir)
     images = load_npy(Path(data_dir) / 'train_images.npy', 'stacked train images', hint)
     masks = load_npy(Path(data_dir) / 'train_masks.npy', 'stacked train masks', hint)
@@ -191,6 +198,7 @@ def load_train_arrays(data_dir):
 
 def load_test_images(data_dir, mmap=True):
     """Stacked test images (N, 101, 101) uint8 in sample_submission.csv order, and their ids."""
+    guard_data_dir(not_a_file(data_dir))
     hint = stack_hint(data_dir)
     images = load_npy(Path(data_dir) / 'test_images.npy', 'stacked test images', hint, mmap=mmap)
     ids = test_ids(data_dir)

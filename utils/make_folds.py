@@ -25,7 +25,7 @@ import numpy as np
 from utils.cli import SEED_RANGE, Parser, check_ranges
 from utils.data import read_csv
 from utils.errors import UserError, run_cli
-from utils.io import save_csv
+from utils.io import guard_data_dir, save_csv
 
 
 def parse_args(argv=None):
@@ -106,6 +106,7 @@ def main(args=None):
     src = Path(args.p)
     fix = "pass --p with the competition's train.csv"
     frame = read_csv(src, 'train.csv', ['id'], fix)
+    guard_data_dir(src.parent)  # its folder's stacked arrays and competition CSVs are no output of this
     if args.n < 2 or args.n > len(frame):
         raise UserError(f"--n {args.n} folds does not fit {len(frame)} images; pass 2 <= --n <= {len(frame)}")
     key = None
