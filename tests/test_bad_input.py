@@ -160,6 +160,39 @@ def test_every_output_path_problem_is_one_line_naming_it(tmp_path, kind):
     assert file_hashes([tmp_path]) == before
 
 
+@pytest.mark.parametrize('fails', ['csv', 'rename of the csv'])
+def test_a_prediction_that_fails_half_way_leaves_neither_file_new(tmp_path, monkeypatch, fails):
+    """The submission and its probabilities go together: the .npy is not renamed into place before the CSV
+    is written too, and a failure at any point leaves the files from before (here: none, then an old pair)."""
+    import errno
+
+    from utils import io, submission
+    ids = ['a', 'b']
+    probs = np.full((2, 101, 101), 0.7, np.float16)
+    out = tmp_path / 'sub.csv'
+    for old in (False, True):
+        if old:
+            submission.save_prediction(out, ids, probs * 0, 0.5)
+        before = file_hashes([tmp_path])
+        with monkeypatch.context() as m:
+            if fails == 'csv':
+                def full(*a, **k):
+                    raise OSError(errno.ENOSPC, 'No space left on device')
+                m.setattr(submission, 'write_csv_rows', full)
+            else:
+                real = os.replace
+
+                def replace(src, dst):
+                    if str(dst).endswith('.csv'):
+                        raise OSError(errno.EIO, 'Input/output error')
+                    return real(src, dst)
+                m.setattr(io.os, 'replace', replace)
+            with pytest.raises(UserError) as e:
+                submission.save_prediction(out, ids, probs, 0.5)
+        assert str(tmp_path / 'sub.') in str(e.value) and '\n' not in str(e.value)
+        assert file_hashes([tmp_path]) == before  # nothing new, no temporary file
+
+
 def test_sigterm_during_a_write_removes_the_temporary_file(tmp_path):
     code = ("import os, signal, sys, time\n"
             "from utils.io import atomic_path\n"

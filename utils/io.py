@@ -149,10 +149,11 @@ def check_output(path):
     with contextlib.suppress(OSError):
         here = next((p for p in path.parents if p.is_dir()), Path('.'))
         limit = os.pathconf(here, 'PC_NAME_MAX')
-    long = next((part for part in path.parts if len(os.fsencode(part)) + 24 > limit), None)
-    if long is not None:
-        raise OutputError(f"cannot write {path}: the name {long[:40]}... is too long for the file system "
-                          f"(at most about {limit - 24} bytes with the temporary file's suffix); pass a shorter path")
+    # The file is first written under its temporary name (temp_name), which is the longer one.
+    spare = limit - (len(os.fsencode(temp_name(path).name)) - len(os.fsencode(path.name)))
+    if len(os.fsencode(path.name)) > spare:
+        raise OutputError(f"cannot write {path}: the name {path.name[:40]}... is too long for the file system "
+                          f"(at most {spare} bytes here, with the temporary file's suffix); pass a shorter name")
 
 
 def output_error(path, e):
@@ -183,23 +184,38 @@ def atomic_paths(paths):
     for p in paths:
         check_output(p)
     tmps = [temp_name(p) for p in paths]
-    current = paths[0]
+    # With several files, each one's earlier version is kept (a hard link) until all are in place, so that a
+    # failed rename of a later one can put the earlier ones back.
+    backups = [p.with_name(temp_name(p).name + '.old') for p in paths] if len(paths) > 1 else [None]
+    current, done = paths[0], []
     try:
         for p in paths:
             current = p
             p.parent.mkdir(parents=True, exist_ok=True)
         current = paths[0]
-        with removed_on_sigterm(tmps):
+        with removed_on_sigterm(tmps + [b for b in backups if b]):
             yield tmps
-            for p, tmp in zip(paths, tmps):
-                current = p
-                os.replace(tmp, p)
+            try:
+                for p, tmp, backup in zip(paths, tmps, backups):
+                    current = p
+                    kept = False
+                    if backup is not None and p.is_file():
+                        with contextlib.suppress(OSError):
+                            os.link(p, backup)
+                            kept = True
+                    os.replace(tmp, p)
+                    done.append((p, backup if kept else None))
+            except OSError:
+                for p, backup in reversed(done):  # back to the files from before
+                    with contextlib.suppress(OSError):
+                        os.replace(backup, p) if backup is not None else p.unlink()
+                raise
     except OSError as e:
         if e.errno is None:  # not from the system: a caller's own error
             raise
         raise output_error(current, e) from None  # the output, not the temporary file
     finally:
-        for tmp in tmps:
+        for tmp in tmps + [b for b in backups if b]:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
