@@ -19,7 +19,7 @@ choose), with .oof.thresholds.csv/.png beside it, which `predict_fold_avg.py --t
 import argparse
 from pathlib import Path
 
-from utils.cli import Parser
+from utils.cli import Parser, check_ranges
 from utils.errors import run_cli
 from utils.thresholds import MIN_SIZES, masks_file, out_of_fold, single
 
@@ -42,7 +42,9 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=101, help="thresholds evenly spaced over [0, 1] (default 101)")
     p.add_argument('--min_sizes', default=','.join(map(str, MIN_SIZES)), type=size_list,
                    help="at the best threshold, also try dropping salt regions below these pixel counts (predict*.py --min_size)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_ranges(p, args, {'steps': (2, 10 ** 5)})
+    return args
 
 
 def size_list(text):

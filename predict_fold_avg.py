@@ -13,7 +13,7 @@ experiments/gpu.oof.best.json for experiments/gpu_fold*/predictions/*.npy).
 """
 from pathlib import Path
 
-from utils.cli import Parser, int_or_auto, probability_or_auto
+from utils.cli import Parser, check_ranges, int_or_auto, probability_or_auto
 from utils.errors import UserError, run_cli
 from utils.experiment import find_config, read_found
 from utils.submission import fold_average
@@ -37,6 +37,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.min_size != 'auto' and args.min_size < 0:
         p.error("--min_size must be at least 0")
+    check_ranges(p, args, {'min_size': (0, 101 * 101)})
     return args
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from net.inference import emptied, images_to_predict, output_tag, predict_args, predict_one
+from net.inference import (check_prediction_outputs, emptied, images_to_predict, output_tag, predict_args,
+                           predict_one)
 from net.runtime import setup_runtime
 from net.tta import build_tta
 from utils.errors import run_cli
@@ -51,6 +52,9 @@ def main(args=None):
     chosen = best_per_cycle(args.snapshot_dir)
     if args.cycles:
         chosen = chosen[-args.cycles:]
+    default, _ = ensemble_paths(args.snapshot_dir)
+    out = args.out or default.with_name(f'{ENSEMBLE}{output_tag(args)}.csv')
+    check_prediction_outputs(out, args, load_snapshot(chosen[0][1]))
     for k, path in chosen:
         print(f"cycle {k}: {path.name}")
     # The search needs the fold's true masks: from --data_dir when it holds training data, else from the
@@ -69,8 +73,6 @@ def main(args=None):
                 p = probs[key].astype(np.float32)
                 total[key] = p if key not in total else total[key] + p
     mean = {key: (t / len(chosen)).astype(np.float16) for key, t in total.items()}
-    default, _ = ensemble_paths(args.snapshot_dir)
-    out = args.out or default.with_name(f'{ENSEMBLE}{output_tag(args)}.csv')
     extra = {'salt': mean['salt']} if 'salt' in mean else None
     return save_prediction(out, ids, mean['mask'], args.th, extra, args.min_size,
                            emptied(mean.get('salt'), args.empty_below))

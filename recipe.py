@@ -29,9 +29,11 @@ import time
 from pathlib import Path
 
 from net.runtime import cpu_has_native_bf16
-from utils.cli import Parser
+from net.tta import TTAS
+from utils.cli import Parser, check_ranges, check_with
 from utils.errors import UserError, run_cli
-from utils.io import save_json
+from utils.data import data_dir_checked, test_ids, train_ids
+from utils.io import check_output, guard_data_dir, save_json
 
 ROOT = Path(__file__).resolve().parent
 
@@ -68,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument('--device', default='auto')
     p.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
                    help="auto: bf16 on CUDA; on the CPU bf16 where it runs natively, else fp32")
-    p.add_argument('--tta', default='null_hflip')
+    p.add_argument('--tta', default='null_hflip', choices=sorted(TTAS), help="test-time augmentation of the predictions")
     p.add_argument('--out', default=None, help="submission CSV (default EXP.submission.csv)")
     args = p.parse_args(argv)
     for name in ('train_args', 'stage1_args', 'stage2_args'):
@@ -80,7 +82,22 @@ def parse_args(argv=None):
         v = getattr(args, name)
         if v is not None and not v > 0:
             p.error(f"--{name} must be a positive number of minutes")
+    check_ranges(p, args, {'stage1_minutes': (0, 10 ** 6), 'stage2_minutes': (0, 10 ** 6),
+                           'stage3_minutes': (0, 10 ** 6), 'batch_size': (1, 1 << 16)})
     return args
+
+
+def check_stage(step, cmd):
+    """Parse a stage's command with the parsers of the scripts it runs (train_folds.py, and train.py for
+    every fold), so that a bad option is one line before the first stage trains, not after it."""
+    from net import stages
+    script, argv = Path(str(cmd[0])).name, [str(c) for c in cmd[1:]]
+    if script == 'train_folds.py':
+        tf = check_with(stages.parse_args, argv, f"{step} (train_folds.py options)", 'train_folds.py')
+        stages.precheck(tf, f"{step}: ")
+    elif script == 'pseudo_labels.py':
+        from tools.pseudo_labels import parse_args as pseudo_parse_args
+        check_with(pseudo_parse_args, argv, f"{step} (tools/pseudo_labels.py options)", 'tools/pseudo_labels.py')
 
 
 def run(step, cmd):
@@ -108,36 +125,49 @@ def main(args=None):
         amp = 'auto' if args.device != 'cpu' and _cuda() else ('bf16' if cpu_has_native_bf16() else 'off')
     minutes = {}
     t0 = time.monotonic()
-    if not (data / 'train_images.npy').is_file() or not (data / 'test_images.npy').is_file():
-        minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
-    if not (data / 'train_with_folds.csv').is_file():
-        minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
+
     def options(data_dir):
         return [*COMMON, '--arch', args.arch, '--batch_size', str(batch), '--data_dir', data_dir, '--device',
                 args.device, '--amp', amp, *preset['extra'], *shlex.split(args.train_args)]
 
-    def fine_tune(step, run_dir, data_dir, stage_minutes, init, submission):
+    def fine_tune(run_dir, data_dir, stage_minutes, init, submission):
         """Stage 2 (and 3): Lovasz fine-tuning of every fold from `init`'s best, then the fold-averaged submission."""
-        return run(step, ['train_folds.py', '--folds', args.folds, '--experiment_dir', run_dir, *options(data_dir),
-                          '--loss', 'combined', '--optimizer', 'adam_1e-4', '--max_minutes', stage_minutes,
-                          '--init', f'{init}_fold{{fold}}', *shlex.split(args.stage2_args),
-                          '--predict', '--tta', args.tta, '--out', submission])
+        return ['train_folds.py', '--folds', args.folds, '--experiment_dir', run_dir, *options(data_dir),
+                '--loss', 'combined', '--optimizer', 'adam_1e-4', '--max_minutes', stage_minutes,
+                '--init', f'{init}_fold{{fold}}', *shlex.split(args.stage2_args),
+                '--predict', '--tta', args.tta, '--out', submission]
 
     s1, s2, s3 = f'{exp}_s1', f'{exp}_s2', f'{exp}_s3'
     out2 = Path(f'{s2}.submission.csv') if args.pseudo else out
-    minutes['stage 1'] = run('stage 1', ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *options(data),
-                                         '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1,
-                                         *shlex.split(args.stage1_args)])
-    minutes['stage 2 + predict'] = fine_tune('stage 2', s2, data, m2, s1, out2)
-    last = s2
+    pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
+    commands = {'stage 1': ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *options(data),
+                            '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1,
+                            *shlex.split(args.stage1_args)],
+                'stage 2 + predict': fine_tune(s2, data, m2, s1, out2)}
     if args.pseudo:
-        pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
         if not (pseudo / 'pseudo_labels.json').is_file():
-            minutes['pseudo-labels'] = run('pseudo-labels', [
+            commands['pseudo-labels'] = [
                 'tools/pseudo_labels.py', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
-                '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite'])
-        minutes['stage 3 + predict'] = fine_tune('stage 3', s3, pseudo, m3, s2, out)
-        last = s3
+                '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite']
+        commands['stage 3 + predict'] = fine_tune(s3, pseudo, m3, s2, out)
+    data_dir_checked(data)
+    for step, cmd in commands.items():  # every stage's options, before the first one runs
+        check_stage(step, cmd)
+    # The data's ids and the recipe's own outputs, before the first step too (a stage's one-line error would
+    # come only after the steps before it).
+    for name, read in (('train.csv', train_ids), ('sample_submission.csv', test_ids)):
+        if (data / name).is_file():
+            read(data)
+    guard_data_dir(data)
+    for p in (out, out.with_suffix('.npy'), exp.with_name(exp.name + '.recipe.json')):
+        check_output(p)
+    if not (data / 'train_images.npy').is_file() or not (data / 'test_images.npy').is_file():
+        minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
+    if not (data / 'train_with_folds.csv').is_file():
+        minutes['folds'] = run('folds', ['utils/make_folds.py', '--p', data / 'train.csv', '--n', '5'])
+    for step, cmd in commands.items():
+        minutes[step] = run(step.replace(' + predict', ''), cmd)
+    last = s3 if args.pseudo else s2
     total = (time.monotonic() - t0) / 60
     oof_path = Path(f'{last}.oof.best.json')
     oof = json.loads(oof_path.read_text()) if oof_path.is_file() else {}

@@ -20,85 +20,35 @@ auto reads). With --predict, each fold's best snapshot then predicts the test im
 import sys
 from pathlib import Path
 
-from net.tta import TTAS
+from net.stages import OWNED, fold_argv, parse_args, precheck  # noqa: F401  (the script's API)
 from utils.cli import Parser, data_options, device_options
 from utils.errors import UserError, run_cli
 from utils.experiment import best_snapshot_of, find_config
-from utils.folds import Job, choose_gpus, failure_of, fold_dir, fold_state, parse_folds, run_jobs
+from utils.folds import Job, choose_gpus, failure_of, run_jobs
 from utils.submission import fold_average
 from utils.thresholds import default_oof_path, out_of_fold
 
 ROOT = Path(__file__).resolve().parent
-# Options train_folds.py sets for each train.py run itself.
-OWNED = ('--fold', '--experiment_dir', '--resume', '--overwrite')
-
-
-def parse_args(argv=None):
-    p = Parser(description=__doc__.split('\n')[0], allow_abbrev=False,
-               epilog="Any other option is passed to every train.py run (e.g. --arch, --n_epochs, --data_dir, "
-                      "--device; python3 train.py --help lists them). Run the same command again after a stop or a "
-                      "crash: finished folds (summary.json) are skipped, folds with a checkpoint resume, the others "
-                      "start. Each fold's output is also kept in EXP_fold{k}/train_folds.log. At the end, every "
-                      "fold's validation masks are searched together for the out-of-fold threshold, saved as "
-                      "PARENT/NAME.oof.best.json (e.g. experiments/gpu.oof.best.json), which predict_fold_avg.py "
-                      "--th auto --min_size auto reads.")
-    p.add_argument('--folds', required=True, help="folds to train: a range (0-4), a list (0,2,3) or one fold (3)")
-    p.add_argument('--experiment_dir', required=True,
-                   help="fold k goes to EXPERIMENT_DIR_fold{k}, or to EXPERIMENT_DIR with {fold} replaced by k")
-    p.add_argument('--gpus', default='auto',
-                   help="CUDA GPUs to run folds on, one fold per GPU at a time: auto (every visible GPU; with one "
-                        "or none, folds run one after another), a list (0,1 or 0-3, numbered as the GPUs this "
-                        "process sees), or none")
-    p.add_argument('--jobs', type=int, default=0,
-                   help="folds trained at once (default: one per GPU of --gpus; 1 on the CPU, where side-by-side "
-                        "folds split the cores)")
-    p.add_argument('--predict', action='store_true',
-                   help="after the threshold search, predict the test images with each fold's best snapshot and "
-                        "--tta, and write the fold average as the submission")
-    p.add_argument('--tta', default='null_hflip', choices=sorted(TTAS), help="test-time augmentation for --predict")
-    p.add_argument('--out', default=None,
-                   help="submission CSV of --predict (default: PARENT/NAME.submission.csv beside the "
-                        ".oof.best.json, e.g. experiments/gpu.submission.csv)")
-    args, rest = p.parse_known_args(argv)
-    for token in rest:
-        name = token.split('=', 1)[0]
-        if name in OWNED or (len(name) > 4 and any(o.startswith(name) for o in OWNED[1:])):
-            p.error(f"{name} is set by train_folds.py for each fold (folds: --folds; directories: --experiment_dir; "
-                    f"resuming is automatic); leave it out")
-    if args.jobs < 0:
-        p.error("--jobs must be at least 1")
-    if args.out is not None and Path(args.out).suffix != '.csv':
-        p.error(f"--out {args.out} must end in .csv")
-    # The data and device options also matter to train_folds.py itself (GPUs, threshold search, predicting).
-    shared = Parser(add_help=False, allow_abbrev=False, parents=[data_options(), device_options()])
-    args.shared, _ = shared.parse_known_args(rest)
-    args.train_args = rest
-    return args
 
 
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
 
-    folds = parse_folds(args.folds)
-    dirs = {k: fold_dir(args.experiment_dir, k) for k in folds}
-    states = {k: fold_state(dirs[k], k) for k in folds}
+    folds, dirs, states = precheck(args)
     gpus = choose_gpus(args.gpus, args.shared.device)
     slots = args.jobs or max(1, len(gpus))
     parallel = slots > 1 and len(folds) > 1
 
-    train = [sys.executable, str(ROOT / 'train.py'), *args.train_args]
     jobs = []
     for k in folds:
         d, state = dirs[k], states[k]
         if state == 'finished':
             print(f"fold {k}: finished ({d / 'summary.json'}), skipped")
             continue
-        extra = {'resume': ['--resume'], 'restart': ['--overwrite'], 'new': []}[state]
         title = {'resume': f"resuming {d}", 'restart': f"starting {d} again (its run ended before the first "
                  f"checkpoint)", 'new': f"training {d}"}[state]
-        # {fold} in any train.py option names this fold (e.g. --init experiments/bce_fold{fold})
-        argv = [a.replace('{fold}', str(k)) for a in train]
-        jobs.append(Job(k, [*argv, '--experiment_dir', str(d), '--fold', str(k), *extra], d / 'train_folds.log', title))
+        jobs.append(Job(k, [sys.executable, str(ROOT / 'train.py'), *fold_argv(args, k, dirs[k], state)],
+                        d / 'train_folds.log', title))
     if jobs:
         run_jobs(jobs, gpus, slots, prefix_lines=parallel)
         check_jobs(jobs, failure_of, 'training', "fix it and run the same command again: finished folds are "
@@ -132,7 +82,7 @@ def predict_folds(args, folds, dirs, record, gpus, slots, parallel, out):
     print(f"\n== predicting the test images with {len(folds)} folds ==")
     run_jobs(jobs, gpus, slots, prefix_lines=parallel)
     check_jobs(jobs, failure_of, 'predicting', "fix it and run the same command again (training is done and skipped)")
-    data_dir = args.shared.data_dir or find_config(npys[0])[0]['data_dir']
+    data_dir = args.shared.data_dir or find_config(npys[0], needs=('data_dir',))[0]['data_dir']
     share = fold_average(npys, data_dir, out, th, min_size, save_probs=True)
     print(f"submission: {out} (average of {len(folds)} folds with --tta {args.tta}, threshold {th:.2f}, "
           f"--min_size {min_size}; {share:.1%} with salt)")

@@ -13,11 +13,11 @@ from net.loader import float_input, targets_from
 from net.models import ARCHITECTURES, build_model
 from net.runtime import setup_runtime
 from net.tta import TTAS, build_tta
-from utils.cli import Parser, data_options, device_options, predict_options
+from utils.cli import DEVICE_RANGES, Parser, check_ranges, data_options, device_options, predict_options
 from utils.data import data_dir_for, image_folder, load_test_images
 from utils.errors import UserError
 from utils.experiment import prediction_path, resolve_snapshot, searched_options
-from utils.io import load_snapshot
+from utils.io import check_output, guard_data_dir, load_snapshot
 from utils.submission import save_prediction
 
 
@@ -160,6 +160,9 @@ def check_options(p, args):
         p.error("--batch_size must be at least 1")
     if getattr(args, 'min_size', 0) != 'auto' and getattr(args, 'min_size', 0) < 0:
         p.error("--min_size must be at least 0")
+    # Every numeric option of the predict scripts (predict_se.py's --cycles: 0 is all of them).
+    check_ranges(p, args, {'batch_size': (1, 1 << 16), 'min_size': (0, 101 * 101), 'cycles': (0, 10 ** 6),
+                           **DEVICE_RANGES})
 
 
 def images_to_predict(args, snap):
@@ -190,6 +193,12 @@ def predict_one(path, args, rt, images, tta, snap=None):
         keys += ('salt',)
     probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
                              desc=f"predict {Path(path).name}")
+    for k, p in probs.items():
+        bad = int((~np.isfinite(p)).reshape(len(p), -1).any(1).sum()) if len(p) else 0
+        if bad:
+            raise UserError(f"{path} gives NaN or infinite {k} probabilities for {bad} of {len(p)} images (its "
+                            f"weights are damaged, or training diverged); pass another snapshot, e.g. an earlier "
+                            f"epoch's")
     return probs, snap
 
 
@@ -200,14 +209,28 @@ def predict_snapshot(args):
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)
     snap = load_snapshot(args.snapshot)
+    tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
+    out = args.out or prediction_path(args.snapshot, tag)
+    check_prediction_outputs(out, args, snap)
     args.th, args.min_size = searched_options(args.snapshot, args.th, args.min_size)
     images, ids = images_to_predict(args, snap)
     probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
-    tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
-    out = args.out or prediction_path(args.snapshot, tag)
     extra = {k: v for k, v in probs.items() if k != 'mask'}
     return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size,
                            emptied(probs.get('salt'), getattr(args, 'empty_below', None)))
+
+
+def check_prediction_outputs(out, args, snap):
+    """Before any work: the submission `out` and the arrays beside it may be written (utils.io.check_output),
+    none of them being the data folder's stacked arrays or CSVs or another input."""
+    if not getattr(args, 'images', None):
+        guard_data_dir(data_dir_for(args.data_dir, snap))
+    out = Path(out)
+    paths = [out, out.with_suffix('.npy')]
+    if getattr(args, 'empty_below', None) is not None:
+        paths.append(out.with_name(out.stem + '.salt.npy'))
+    for p in paths:
+        check_output(p)
 
 
 def emptied(salt, below):

@@ -18,7 +18,7 @@ from net.models import ARCHITECTURES, build_model
 from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
 from net.small_crops import with_small_crops
 from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
-from utils.cli import Parser, data_options, device_options
+from utils.cli import DEVICE_RANGES, SEED_RANGE, Parser, check_ranges, data_options, device_options, given_options
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
 from utils.errors import UserError
 from utils.experiment import Experiment, read_checkpoint, resolve_snapshot
@@ -110,11 +110,44 @@ def parse_args(argv=None, border=False):
         p.error(f"--swa is the share of the run to average, between 0 and 1 (e.g. 0.25); got {args.swa}")
     if args.swa and args.cycles > 1:
         p.error("--swa and --cycles do not go together: average a cycled run's snapshots with predict_se.py instead")
+    check_ranges(p, args, {**TRAIN_RANGES, **DEVICE_RANGES})
     args.border = border
+    args.given = given_options(p, argv)
     return args
 
 
-def build_config(args):
+# Every numeric option of train.py and train_border.py, with its range (checked at parse time).
+TRAIN_RANGES = {'lr': (0, 10.0), 'batch_size': (1, 1 << 16), 'val_batch_size': (1, 1 << 16), 'n_epochs': (1, 10 ** 7),
+                'cycles': (1, 10 ** 6), 'fold': (0, 10 ** 6), 'keep_snapshots': (0, 10 ** 6), 'seed': SEED_RANGE,
+                'max_minutes': (0, 10 ** 7), 'swa': (0, 1), 'limit': (0, 10 ** 9)}
+# Options that --resume may change (the README's list); device and logging options are not part of the run.
+RESUME_MAY_CHANGE = {'n_epochs', 'max_minutes', 'keep_snapshots'}
+RUNTIME = {'device', 'amp', 'channels_last', 'compile', 'workers', 'threads', 'loader', 'tensorboard', 'experiment_dir',
+           'resume', 'overwrite', 'given', 'border'}
+
+
+def check_resume_options(args, config, exp):
+    """On --resume: an option of the run given again with another value is one line naming it (the run goes
+    on as it was made; only RESUME_MAY_CHANGE may differ)."""
+    if not hasattr(args, 'given'):
+        return
+    new = build_config(args, quiet=True, given=args.given)
+    for name in sorted(args.given - RUNTIME - RESUME_MAY_CHANGE):
+        if name == 'folds_csv' or name == 'data_dir':
+            same = str(Path(new[name]).resolve()) == str(Path(str(config.get(name))).resolve())
+        elif name in ('val_augs', 'val_transforms', 'init'):
+            same = new[name] == config.get(name)
+        else:
+            same = getattr(args, name) == config.get(name)
+        if not same:
+            flag = f"--{name}"
+            raise UserError(f"{flag} {getattr(args, name)} differs from the run's {config.get(name)} "
+                            f"({exp.config_path}): --resume goes on with the run's own options, and only --n_epochs, "
+                            f"--max_minutes and --keep_snapshots may change; leave {flag} out, or train in another "
+                            f"--experiment_dir")
+
+
+def build_config(args, quiet=False, given=None):
     data_dir = Path(args.data_dir or 'data').resolve()
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
     keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
@@ -130,12 +163,15 @@ def build_config(args):
         raise UserError(f"--small_crops weighs its samples by 0.5, which --loss {args.loss} cannot apply; pass a "
                         f"loss that can ({weighted}) or drop --small_crops")
     own = preset(args.train_augs).val
-    if config['val_augs'] != own:
+    if config['val_augs'] != own and not quiet:
         print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
               f"{config['val_augs']}", file=sys.stderr)
-    if args.init:
-        args.init = resolve_snapshot(args.init)
-    config['init'] = str(Path(args.init).resolve()) if args.init else None
+    init = args.init
+    if init and (given is None or 'init' in given):
+        init = resolve_snapshot(init)
+    if not quiet:
+        args.init = init
+    config['init'] = str(Path(init).resolve()) if init else None
     config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
                   command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
     return config
@@ -184,6 +220,7 @@ def _train(args, exp):
         exp.check(resume=True, overwrite=False)
         resume = read_checkpoint(exp.checkpoint_path)
         config = resume['config']
+        check_resume_options(args, config, exp)
         # Only the length of the run, its time budget and how many snapshots it keeps may change when resuming.
         if args.n_epochs and args.n_epochs != config['n_epochs']:
             if config['cycles'] > 1:

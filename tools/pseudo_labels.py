@@ -29,11 +29,11 @@ if __name__ == '__main__':
 
 import numpy as np
 
-from utils.cli import Parser, int_or_auto, probability
+from utils.cli import Parser, check_ranges, int_or_auto, probability
 from utils.data import load_test_images, load_train_arrays, read_columns
 from utils.errors import UserError, run_cli
 from utils.experiment import read_found
-from utils.io import load_npy, save_json, save_npy, save_rows
+from utils.io import check_output, load_npy, save_json, save_npy, save_rows
 from utils.rle import rle_encode
 from utils.submission import binarize, check_probs
 
@@ -64,6 +64,7 @@ def parse_args(argv=None):
         p.error("--th/--min_size auto need --oof (the .oof.best.json of train_folds.py or optimize_threshold.py)")
     if args.min_size != 'auto' and args.min_size < 0:
         p.error("--min_size must be at least 0")
+    check_ranges(p, args, {'min_size': (0, 101 * 101)})
     return args
 
 
@@ -122,6 +123,10 @@ def main(args=None):
     if clash:
         raise UserError(f"test id {clash[0]} is also a training id; pass the test probabilities of this data folder")
 
+    outputs = [out / n for n in ('train_images.npy', 'train_masks.npy', 'train.csv', 'train_with_folds.csv',
+                                 'test_images.npy', 'sample_submission.csv', 'depths.csv', 'pseudo_labels.json')]
+    for p in outputs:  # before the first write: none may be an input (or under a file)
+        check_output(p)
     out.mkdir(parents=True, exist_ok=True)
     save_npy(out / 'train_images.npy', np.concatenate([images, np.asarray(test_images[taken])]))
     save_npy(out / 'train_masks.npy', np.concatenate([np.asarray(masks, np.uint8), pseudo]))

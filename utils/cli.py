@@ -8,6 +8,75 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        # A script's own parser (the one with --help) starts a command: the inputs that an earlier command of
+        # this process read may be its outputs now (utils.io.check_output). Parent and helper parsers do not.
+        if self.add_help:
+            from utils.io import new_command
+            new_command()
+        return super().parse_known_args(args, namespace)
+
+
+# Ranges of the numeric options that several scripts share: (lowest, highest), None for no bound.
+DEVICE_RANGES = {'workers': (-1, 1024), 'threads': (0, 4096)}
+SEED_RANGE = (0, 2 ** 32 - 1)  # what numpy's and torch's generators take
+
+
+def check_ranges(p, args, ranges):
+    """p.error (one line) for a numeric option outside its range, NaN or infinite; every numeric option of a
+    script is listed in `ranges` ({dest: (lo, hi)}), so that no value starts work it cannot do."""
+    import math
+    for name, (lo, hi) in ranges.items():
+        v = getattr(args, name, None)
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        flag = '--' + name
+        if isinstance(v, float) and not math.isfinite(v):
+            p.error(f"{flag} must be a finite number; got {v}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            if hi is None:
+                p.error(f"{flag} must be at least {lo}; got {v}")
+            p.error(f"{flag} must be between {lo} and {hi}; got {v}")
+
+
+def given_options(p, argv):
+    """The dests of the options that appear on the command line `argv` (abbreviations included)."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    longs = {o: a.dest for a in p._actions for o in a.option_strings}
+    out = set()
+    for token in argv:
+        token = str(token)
+        if not token.startswith('-') or token == '--':
+            continue
+        name = token.split('=', 1)[0]
+        if name in longs:
+            out.add(longs[name])
+        else:
+            hits = {d for o, d in longs.items() if o.startswith(name) and o.startswith('--')}
+            if len(hits) == 1:
+                out |= hits
+    return out
+
+
+def check_with(parse, argv, what, script=None):
+    """Parse `argv` with another script's parse_args (a stage of a recipe, a fold of train_folds.py) before
+    any work starts: its one-line error becomes a UserError that names `what`. Returns the Namespace."""
+    import contextlib
+    import io
+    from utils.errors import UserError
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            return parse([str(a) for a in argv])
+    except SystemExit as e:
+        lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
+        detail = lines[-1].split(': error: ', 1)[-1] if lines else f"exit status {e.code}"
+        if e.code in (0, None):
+            detail = "--help is not an option to pass on"
+        detail = detail.rsplit('; see ', 1)[0]  # the help to see is the stage's, not this command's
+        raise UserError(f"{what}: {detail}" + (f"; see python3 {script} --help" if script else "")) from None
+
 
 def data_options():
     p = argparse.ArgumentParser(add_help=False)

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.errors import UserError
-from utils.io import load_npy
+from utils.io import guard, guard_data_dir, load_npy
 
 SIZE = 101
 
@@ -52,6 +52,8 @@ def read_csv(path, what, columns, fix):
     """Read a CSV that must have `columns` into a DataFrame; errors say which file and how to get it."""
     import pandas as pd
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not the CSV file of the {what}; {fix}")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; {fix}")
     try:
@@ -61,7 +63,34 @@ def read_csv(path, what, columns, fix):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UserError(f"{path} has no column(s) {', '.join(missing)}; {fix}")
+    if 'id' in frame.columns:
+        check_ids(frame['id'].tolist(), path, fix)
+    guard(path)
     return frame
+
+
+def bad_id(i):
+    """Why `i` cannot be an image id (None if it can): ids name files, so they are plain names."""
+    if not i.strip():
+        return "an empty id"
+    if '/' in i or '\\' in i or '\0' in i:
+        return f"id {i!r}, which holds a path separator"
+    if '..' in i:
+        return f"id {i!r}, which holds '..'"
+    return None
+
+
+def check_ids(ids, path, fix):
+    """Every id of a CSV (or a folder) is a plain, non-empty file name, and appears once."""
+    seen = set()
+    for line, i in enumerate(ids, start=2):
+        why = bad_id(i)
+        if why is not None:
+            raise UserError(f"{path} has {why} (row {line}); {fix}, or correct that row")
+        if i in seen:
+            raise UserError(f"{path} lists id {i} twice (row {line}): the image would be trained and validated on "
+                            f"as two; {fix}, or remove the repeated row")
+        seen.add(i)
 
 
 def read_columns(path, what, columns, fix):
@@ -72,6 +101,8 @@ def read_columns(path, what, columns, fix):
     fields is an error too.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not the CSV file of the {what}; {fix}")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; {fix}")
     try:
@@ -95,46 +126,67 @@ def read_columns(path, what, columns, fix):
                     out[c].append(row[k])
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path} is not a readable CSV ({str(e).splitlines()[0][:100]}); {fix}") from None
+    if 'id' in out:
+        check_ids(out['id'], path, fix)
+    guard(path)
     return out
 
 
-def data_dir_checked(data_dir):
+def not_a_file(data_dir):
+    """A data folder that is a plain file is named so (not as its missing parts)."""
     d = Path(data_dir)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"--data_dir {d} is a file, not a folder; pass the folder of the unzipped competition data")
+    return d
+
+
+def data_dir_checked(data_dir):
+    d = not_a_file(data_dir)
     if not d.is_dir():
         raise UserError(f"data directory not found: {d}; pass --data_dir with the unzipped competition data "
                         f"(train.csv, sample_submission.csv, train/, test/)")
+    guard_data_dir(d)
     return d
 
 
 def train_ids(data_dir):
+    guard_data_dir(not_a_file(data_dir))
     fix = "it comes with the competition data (pass the right --data_dir)"
     return read_columns(Path(data_dir) / 'train.csv', 'train.csv', ['id'], fix)['id']
 
 
 def test_ids(data_dir):
     """The test ids in sample_submission.csv's order (the submission's); each must be there once."""
+    guard_data_dir(not_a_file(data_dir))
     fix = "it comes with the competition data (pass the right --data_dir)"
     path = Path(data_dir) / 'sample_submission.csv'
-    ids = read_columns(path, 'sample_submission.csv', ['id'], fix)['id']
-    if len(set(ids)) != len(ids):
-        seen = set()
-        twice = next(i for i in ids if i in seen or seen.add(i))
-        raise UserError(f"{path} lists id {twice} twice; {fix}, or remove the repeated row")
-    return ids
+    return read_columns(path, 'sample_submission.csv', ['id'], fix)['id']  # unique: read_columns checks
 
 
 def stack_hint(data_dir):
     return f"python3 utils/stack_and_save.py --data_dir {data_dir}"
 
 
+def check_stacked(path, arr, hint, binary=False):
+    """A stacked array is what stack_and_save.py writes: uint8 (N, 101, 101), masks 0/1; else one line."""
+    if arr.ndim != 3 or arr.shape[1:] != (SIZE, SIZE):
+        raise UserError(f"{path} has shape {arr.shape}, not (N, 101, 101); make it again with: {hint}")
+    if arr.dtype != np.uint8:
+        raise UserError(f"{path} holds {arr.dtype} values, not the uint8 that stack_and_save.py writes (was it "
+                        f"overwritten?); make it again with: {hint}")
+    if binary and len(arr) and arr.max() > 1:
+        raise UserError(f"{path} holds values other than 0 and 1 (up to {int(arr.max())}): not stacked masks; "
+                        f"make it again with: {hint}")
+
+
 def load_train_arrays(data_dir):
     """Stacked train images and masks, (N, 101, 101) uint8 each, in train.csv order."""
+    guard_data_dir(not_a_file(data_dir))
     hint = stack_hint(data_dir)
     images = load_npy(Path(data_dir) / 'train_images.npy', 'stacked train images', hint)
     masks = load_npy(Path(data_dir) / 'train_masks.npy', 'stacked train masks', hint)
     for name, arr in (('train_images.npy', images), ('train_masks.npy', masks)):
-        if arr.ndim != 3 or arr.shape[1:] != (SIZE, SIZE):
-            raise UserError(f"{Path(data_dir) / name} has shape {arr.shape}, not (N, 101, 101); make it again with: {hint}")
+        check_stacked(Path(data_dir) / name, arr, hint, binary=name == 'train_masks.npy')
     if len(images) != len(masks):
         raise UserError(f"train_images.npy has {len(images)} rows but train_masks.npy {len(masks)}; make both again with: {hint}")
     n_ids = len(train_ids(data_dir))
@@ -146,11 +198,11 @@ def load_train_arrays(data_dir):
 
 def load_test_images(data_dir, mmap=True):
     """Stacked test images (N, 101, 101) uint8 in sample_submission.csv order, and their ids."""
+    guard_data_dir(not_a_file(data_dir))
     hint = stack_hint(data_dir)
     images = load_npy(Path(data_dir) / 'test_images.npy', 'stacked test images', hint, mmap=mmap)
     ids = test_ids(data_dir)
-    if images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
-        raise UserError(f"{Path(data_dir) / 'test_images.npy'} has shape {images.shape}, not (N, 101, 101); make it again with: {hint}")
+    check_stacked(Path(data_dir) / 'test_images.npy', images, hint)
     if len(images) != len(ids):
         raise UserError(f"test_images.npy has {len(images)} images but sample_submission.csv lists {len(ids)}; "
                         f"make it again with: {hint}")
@@ -217,7 +269,16 @@ def image_folder(folder, order_dir=None, workers=4):
     fix = "pass --images with a folder of 101x101 grayscale PNGs"
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}; {fix}")
-    found = {p.name[:-len('.png')]: p for p in folder.iterdir() if p.name.lower().endswith('.png') and p.is_file()}
+    found = {}
+    for p in sorted(folder.iterdir()):
+        if not (p.name.lower().endswith('.png') and p.is_file()):
+            continue
+        i = p.name[:-len('.png')]
+        if not i.strip():
+            raise UserError(f"{p} has no name before .png, so it gives no image id; rename or remove it")
+        if i in found:
+            raise UserError(f"{found[i].name} and {p.name} in {folder} give the same id {i}; keep one of them")
+        found[i] = p
     if not found:
         raise UserError(f"{folder} holds no .png files; {fix}")
     if order_dir is not None and (Path(order_dir) / 'sample_submission.csv').is_file():

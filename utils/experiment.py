@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, load_torch, save_json, save_npy, save_rows,
-                      save_torch, temp_name, write_error)
+from utils.io import (SNAPSHOT_FORMAT, TEMP_NAME, WriteError, guard, host, load_torch, release, save_json, save_npy,
+                      save_rows, save_torch, temp_name, write_error)
 
 LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score', 'lr', 'seconds']
 
@@ -53,6 +53,7 @@ class Experiment:
         run is using now; writes nothing."""
         if resume and overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
+        self.check_folder()
         self.lock.check_free()
         if resume:
             with contextlib.suppress(OSError):
@@ -65,6 +66,15 @@ class Experiment:
         elif self.has_run() and not overwrite:
             raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
                             f"start again (deletes its snapshots and logs), or another --experiment_dir")
+
+    def check_folder(self):
+        """The experiment directory is a folder (or not there yet), not a file: else one line saying so."""
+        for p in (self.root, *self.root.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise UserError(f"--experiment_dir {self.root}: {p} is a file, not a folder; pass a folder "
+                                    f"(a new one, or one that train.py made)")
+                return
 
     def prepare(self, resume, overwrite):
         """Take the directory's lock, check() again, then delete the run that --overwrite replaces and
@@ -121,7 +131,7 @@ class Experiment:
                         access=f"make {self.root} writable and {again}, or train in another --experiment_dir")
 
     def load_config(self):
-        return json.loads(self.config_path.read_text())
+        return read_config(self.config_path, needs=())
 
     def write_config(self, config):
         with self.writing():
@@ -533,12 +543,55 @@ def ensemble_paths(snapshot_dir):
     return d.parent / PREDICTIONS / f'{ENSEMBLE}.csv', d / f'{ENSEMBLE}.best.json'
 
 
-def find_config(path):
-    """train_config.json of the experiment a snapshot or masks file belongs to (searching upwards)."""
+# The keys of train_config.json that other steps read, and their types (bool is no int here).
+CONFIG_TYPES = {'data_dir': str, 'folds_csv': str, 'fold': int, 'arch': str, 'limit': int, 'cycles': int,
+                'val_augs': str, 'val_transforms': str, 'n_epochs': int, 'border': bool}
+# What the threshold search and the predict steps need of a run's config.
+CONFIG_NEEDS = ('data_dir', 'folds_csv', 'fold')
+
+
+def _typed(value, kind):
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def read_config(path, needs=CONFIG_NEEDS):
+    """train_config.json as a dict, checked: each of `needs` is there, and every known key has its type.
+
+    The one reader of the file: a file edited by hand or written by another version is one line that
+    names the file and the key.
+    """
+    path = Path(path)
+    guard(path)
+    fix = "it is written by train.py: restore it, or train the run again"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is not readable JSON ({str(e).splitlines()[0][:100]}); {fix}") from None
+    return check_config(config, path, needs, fix)
+
+
+def check_config(config, path, needs=CONFIG_NEEDS, fix="it is written by train.py: restore it, or train the run again"):
+    """A run's config (from train_config.json or a checkpoint `path`) with the keys `needs` and the types of
+    CONFIG_TYPES; else one line naming the file and the key."""
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a {type(config).__name__}, not the run's options; {fix}")
+    for key in needs:
+        if key not in config:
+            raise UserError(f"{path} has no key {key!r}; {fix}")
+    for key, kind in CONFIG_TYPES.items():
+        if key in config and config[key] is not None and not _typed(config[key], kind):
+            raise UserError(f"{path}: key {key!r} is {config[key]!r}, not a{'n' if kind is int else ''} "
+                            f"{kind.__name__}; {fix}")
+    return config
+
+
+def find_config(path, needs=()):
+    """train_config.json of the experiment a snapshot or masks file belongs to (searching upwards), checked
+    by read_config (with the keys `needs`); (None, None) when there is none."""
     p = Path(path).resolve().parent
     for _ in range(4):
         if (p / 'train_config.json').is_file():
-            return json.loads((p / 'train_config.json').read_text()), p
+            return read_config(p / 'train_config.json', needs), p
         p = p.parent
     return None, None
 
@@ -565,11 +618,29 @@ def read_found(path, make_it):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--th/--min_size auto need {path}; make it with: {make_it}")
+    guard(path)
     try:
         best = json.loads(path.read_text())
-        return float(best['threshold']), int(best['min_size'])
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not optimize_threshold.py's output; run optimize_threshold.py again") from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise UserError(f"{path} is not optimize_threshold.py's output (not readable JSON); run optimize_threshold.py "
+                        f"again") from None
+    if not isinstance(best, dict):
+        raise UserError(f"{path} is not optimize_threshold.py's output (a {type(best).__name__}, not a record); run "
+                        f"optimize_threshold.py again")
+    values = {}
+    for key, kind, lo, hi in (('threshold', float, 0, 1), ('min_size', int, 0, 101 * 101)):
+        if key not in best:
+            raise UserError(f"{path} has no key {key!r}: not optimize_threshold.py's output; run optimize_threshold.py "
+                            f"again")
+        try:
+            v = kind(best[key]) if not isinstance(best[key], (bool, list, dict)) else None
+        except (TypeError, ValueError):
+            v = None
+        if v is None or not lo <= v <= hi or (kind is int and float(best[key]) != v):
+            raise UserError(f"{path}: key {key!r} is {best[key]!r}, not a{'n' if kind is int else ''} {kind.__name__} "
+                            f"in [{lo}, {hi}]; run optimize_threshold.py again")
+        values[key] = v
+    return values['threshold'], values['min_size']
 
 
 def searched_options(snapshot, th, min_size):
@@ -599,6 +670,9 @@ def resolve_snapshot(path):
 
 # What --resume reads; a checkpoint without one of them is damaged or was not written by train.py.
 CHECKPOINT_KEYS = ('model', 'optimizer', 'epoch', 'rows', 'best', 'base_lrs', 'rng', 'seconds_spent', 'config')
+# What a resumed run reads of the config in its checkpoint.
+RESUME_NEEDS = ('arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
+                'n_epochs', 'cycles', 'fold', 'seed', 'limit', 'border', 'data_dir', 'folds_csv')
 
 
 def checkpoint_state(model, optimizer, scaler, epoch, cycle, rows, best, base_lrs, rng, seconds_spent, config,
@@ -622,7 +696,9 @@ def read_checkpoint(path):
     """
     fix = "start again with --overwrite"
     state = load_torch(path, 'checkpoint', fix)
+    release(path)  # the run rewrites its checkpoint every epoch
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state) or not isinstance(state['config'], dict):
         raise UserError(f"{path} is not a checkpoint written by train.py; {fix}")
+    check_config(state['config'], f"the run's options in {path}", RESUME_NEEDS, fix)
     state.pop('scheduler', None)
     return state

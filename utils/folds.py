@@ -5,7 +5,6 @@ A fold's run is a child process, so a crash in one fold costs only that fold, an
 is streamed live and kept in the fold's log (EXP_fold{k}/train_folds.log).
 """
 import collections
-import json
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.experiment import Experiment, snapshots_of
+from utils.experiment import Experiment, read_config, snapshots_of
 
 LOG_NAME = 'train_folds.log'
 
@@ -51,10 +50,7 @@ def fold_state(d, fold):
     exp = Experiment(d)
     summary = exp.root / 'summary.json'
     if exp.config_path.is_file():
-        try:
-            made_for = json.loads(exp.config_path.read_text()).get('fold')
-        except ValueError:
-            made_for = fold
+        made_for = read_config(exp.config_path, needs=()).get('fold')
         if made_for is not None and made_for != fold:
             raise UserError(f"{d} holds a run of fold {made_for}, not fold {fold}; pass another --experiment_dir "
                             f"(with {{fold}} where the fold number goes)")

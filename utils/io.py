@@ -84,32 +84,185 @@ def temp_name(path, pid=None):
 TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.tmp(?P<pid>\d+)@(?P<host>[^@/]+)$')
 
 
+# ---------------------------------------------------------------- what an output may not replace
+# The files this command reads, and the data folders it uses (their stacked arrays and the
+# competition's CSVs): path (resolved) -> what it is, for the message. Every output goes through
+# check_output (atomic_path calls it), so no option can make a command write over its own input.
+# A command starts afresh (new_command, called by utils.cli.Parser when it parses a command line).
+_GUARDED = {}
+STACKED = ('train_images.npy', 'train_masks.npy', 'test_images.npy')
+COMPETITION_CSVS = ('train.csv', 'sample_submission.csv', 'depths.csv')
+
+
+def _key(path):
+    return os.path.realpath(os.path.abspath(path))
+
+
+def new_command():
+    """Forget the inputs of an earlier command of this process."""
+    _GUARDED.clear()
+
+
+def guard(path, what='an input of this command'):
+    """No output of this command may replace `path` (what: the file's role, for the message)."""
+    _GUARDED.setdefault(_key(path), what)
+
+
+def release(path):
+    """`path` is an output of this command after all (stack_and_save.py remakes the stacked arrays)."""
+    _GUARDED.pop(_key(path), None)
+
+
+def guard_data_dir(data_dir):
+    """The stacked arrays and the competition's CSVs of a data folder are never an output of another step."""
+    for name in STACKED + COMPETITION_CSVS:  # this reason wins over "an input": it says more
+        _GUARDED[_key(Path(data_dir) / name)] = f"part of the data folder {data_dir}" + (
+            " (made by utils/stack_and_save.py)" if name in STACKED else " (from the competition download)")
+
+
+class OutputError(UserError):
+    """An output path that cannot or must not be written; the message names it."""
+
+
+def check_output(path):
+    """Refuse, before anything is written, an output that would replace an input of this command, or whose
+    path cannot hold a file (a directory there, a file above it, a broken link, a name too long)."""
+    path = Path(path)
+    why = _GUARDED.get(_key(path))
+    if why is not None:
+        raise OutputError(f"refusing to write {path}: it is {why}, which this command must not replace; "
+                          f"pass another output path")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; pass a file path")
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"cannot write {path}: it is a link to {os.readlink(path)}, which does not exist; "
+                          f"remove the link or pass another path")
+    for parent in path.parents:
+        if parent.is_symlink() and not parent.exists():
+            raise OutputError(f"cannot write {path}: {parent} is a link to {os.readlink(parent)}, which does not "
+                              f"exist; pass another path")
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot write {path}: {parent} is a file, not a folder; pass another path")
+            break
+    limit = 255
+    with contextlib.suppress(OSError):
+        here = next((p for p in path.parents if p.is_dir()), Path('.'))
+        limit = os.pathconf(here, 'PC_NAME_MAX')
+    # The file is first written under its temporary name (temp_name), which is the longer one.
+    spare = limit - (len(os.fsencode(temp_name(path).name)) - len(os.fsencode(path.name)))
+    if len(os.fsencode(path.name)) > spare:
+        raise OutputError(f"cannot write {path}: the name {path.name[:40]}... is too long for the file system "
+                          f"(at most {spare} bytes here, with the temporary file's suffix); pass a shorter name")
+
+
+def output_error(path, e):
+    """One line for an OSError of writing `path` (space and permissions with advice: WriteError)."""
+    if e.errno in _WRITE_PROBLEMS:
+        return WriteError(path, e)
+    return OutputError(f"cannot write {path}: {e.strerror or e}; pass another output path")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
 
-    An OSError of space or permissions (in the caller's writes or at the rename) becomes a
-    WriteError; the file at `path` is then the one from before, untouched.
+    The path is checked first (check_output). Any OSError (in the caller's writes or at the
+    rename) becomes one line naming `path` (a WriteError for space or permissions); the file at
+    `path` is then the one from before, untouched.
     """
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths):
+    """atomic_path for files that belong together (a submission and its probabilities): every path is
+    checked before the first is written, each is written to its temporary file, and only when all are
+    written are they renamed into place, so that a failure leaves none of them new."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        check_output(p)
+    tmps = [temp_name(p) for p in paths]
+    # With several files, each one's earlier version is kept (a hard link) until all are in place, so that a
+    # failed rename of a later one can put the earlier ones back.
+    backups = [p.with_name(temp_name(p).name + '.old') for p in paths] if len(paths) > 1 else [None]
+    current, done = paths[0], []
+    try:
+        for p in paths:
+            current = p
+            p.parent.mkdir(parents=True, exist_ok=True)
+        current = paths[0]
+        with removed_on_sigterm(tmps + [b for b in backups if b]):
+            yield tmps
+            try:
+                for p, tmp, backup in zip(paths, tmps, backups):
+                    current = p
+                    kept = False
+                    if backup is not None and p.is_file():
+                        with contextlib.suppress(OSError):
+                            os.link(p, backup)
+                            kept = True
+                    os.replace(tmp, p)
+                    done.append((p, backup if kept else None))
+            except OSError:
+                for p, backup in reversed(done):  # back to the files from before
+                    with contextlib.suppress(OSError):
+                        os.replace(backup, p) if backup is not None else p.unlink()
+                raise
     except OSError as e:
-        if e.errno in _WRITE_PROBLEMS:
-            raise WriteError(path, e) from None  # the output, not the temporary file
-        raise
+        if e.errno is None:  # not from the system: a caller's own error
+            raise
+        raise output_error(current, e) from None  # the output, not the temporary file
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for tmp in tmps + [b for b in backups if b]:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+@contextlib.contextmanager
+def removed_on_sigterm(tmps):
+    """Within (main thread only): SIGTERM removes `tmps` and ends the process as SIGTERM would (exit 143)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.getsignal(signal.SIGTERM)
+    if old not in (signal.SIG_DFL, None):  # someone else handles it (train_folds.py, the training loop)
+        yield
+        return
+
+    def on_term(signum, frame):
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def write_npy(path, array):
+    """Write `array` to `path` as .npy, in place (atomic_path's temporary file; save_npy for a whole output)."""
+    with open(path, 'wb') as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_csv_rows(path, header, rows):
+    """Write a CSV in place (see save_rows)."""
+    with open(path, 'w', newline='') as f:
+        out = csv.writer(f, lineterminator='\n')
+        out.writerow(header)
+        out.writerows(rows)
 
 
 def save_npy(path, array):
     with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f:
-            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        write_npy(tmp, array)
 
 
 def save_csv(path, frame):
@@ -123,10 +276,8 @@ def save_rows(path, header, rows):
     The same bytes as pandas' to_csv for text and ints (minimal quoting, '\n' line ends),
     without importing pandas: the training and predict paths use this.
     """
-    with atomic_path(path) as tmp, open(tmp, 'w', newline='') as f:
-        out = csv.writer(f, lineterminator='\n')
-        out.writerow(header)
-        out.writerows(rows)
+    with atomic_path(path) as tmp:
+        write_csv_rows(tmp, header, rows)
 
 
 def save_json(path, obj):
@@ -164,8 +315,11 @@ def save_png(path, image):
 def load_npy(path, what, made_by, mmap=False):
     """Load a .npy array without pickle; errors name the file and the command that makes it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a .npy file of {what}; pass the file (made by: {made_by})")
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; make it with: {made_by}")
+    guard(path)
     fix = f"make it again with: {made_by}"
     # np.load takes any non-.npy file for a pickle (or a .npz for a dict of arrays): check the magic first,
     # so that such a file is named for what it is and never reaches an unpickler.
@@ -195,6 +349,7 @@ def load_torch(path, what, fix):
     """
     import torch
     path = Path(path)
+    guard(path)
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols on stderr; the user only needs the one-line verdict.
@@ -229,10 +384,25 @@ def load_snapshot(path):
     Uses ``weights_only=True``: a file whose unpickling would run code is refused unread.
     """
     path = Path(path)
-    if path.is_dir() or not path.exists():
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, neither a snapshot nor an experiment (no train_config.json); pass a file "
+                        f"from EXPERIMENT/snapshots/ (epoch_*.loss_*.iout_*) or an experiment directory")
+    if not path.exists():
         raise UserError(f"snapshot not found: {path}; pass a file from EXPERIMENT/snapshots/ (epoch_*.loss_*.iout_*)")
     obj = load_torch(path, 'snapshot', "pass another snapshot, one written by train.py (EXPERIMENT/snapshots/epoch_*) "
                                        "and from a source you trust; a damaged one can be moved out of snapshots/")
     if not isinstance(obj, dict) or obj.get('format') != SNAPSHOT_FORMAT or 'model' not in obj or 'arch' not in obj:
         raise UserError(f"{path} is not a snapshot made by train.py (no arch/model record); pass a file from EXPERIMENT/snapshots/")
+    for key, kind in SNAPSHOT_TYPES.items():
+        if key in SNAPSHOT_NEEDS and key not in obj:
+            raise UserError(f"{path} has no {key!r} record: not a snapshot this version can use; pass a file from "
+                            f"EXPERIMENT/snapshots/, made by train.py")
+        if key in obj and obj[key] is not None and not isinstance(obj[key], kind):
+            raise UserError(f"{path}: its {key!r} record is a {type(obj[key]).__name__}, not a {kind.__name__}; pass "
+                            f"a snapshot made by train.py")
     return obj
+
+
+# What the predict scripts read of a snapshot, and the types (checked once, in load_snapshot).
+SNAPSHOT_TYPES = {'model': dict, 'arch': str, 'val_augs': str, 'val_transforms': str, 'config': dict}
+SNAPSHOT_NEEDS = ('model', 'arch', 'val_augs', 'val_transforms')

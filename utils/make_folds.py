@@ -22,10 +22,10 @@ if __name__ == '__main__':
 
 import numpy as np
 
-from utils.cli import Parser
+from utils.cli import SEED_RANGE, Parser, check_ranges
 from utils.data import read_csv
 from utils.errors import UserError, run_cli
-from utils.io import save_csv
+from utils.io import guard_data_dir, save_csv
 
 
 def parse_args(argv=None):
@@ -39,15 +39,27 @@ def parse_args(argv=None):
                         "deciles (KFold for --stratify none)")
     p.add_argument('--seed', type=int, default=42)
     p.add_argument('--out', default=None, help="output CSV (default: train_with_folds.csv beside train.csv)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_ranges(p, args, {'n': (2, 10 ** 6), 'seed': SEED_RANGE})
+    return args
 
 
-def coverage_of(rles):
-    """Fraction of salt pixels per rle string (the sum of run lengths over 101*101)."""
+def coverage_of(rles, path='train.csv', ids=None):
+    """Fraction of salt pixels per rle string (the sum of run lengths over 101*101); a run that is not
+    start/length pairs of whole numbers is a UserError naming the file and the id."""
     cov = np.zeros(len(rles))
     for k, r in enumerate(rles):
         nums = str(r).split()
-        cov[k] = sum(int(x) for x in nums[1::2]) / (101 * 101)
+        try:
+            values = [int(x) for x in nums]
+        except ValueError:
+            values = None
+        if values is None or len(values) % 2 or any(v < 1 for v in values):
+            who = f"id {ids[k]}" if ids is not None else f"row {k + 2}"
+            raise UserError(f"{path}: the rle_mask of {who} ({str(r)[:40]!r}) is not pairs of whole numbers "
+                            f"start length; correct that row (the competition's train.csv has it right), or pass "
+                            f"--stratify none")
+        cov[k] = sum(values[1::2]) / (101 * 101)
     return cov
 
 
@@ -94,17 +106,27 @@ def main(args=None):
     src = Path(args.p)
     fix = "pass --p with the competition's train.csv"
     frame = read_csv(src, 'train.csv', ['id'], fix)
+    guard_data_dir(src.parent)  # its folder's stacked arrays and competition CSVs are no output of this
     if args.n < 2 or args.n > len(frame):
         raise UserError(f"--n {args.n} folds does not fit {len(frame)} images; pass 2 <= --n <= {len(frame)}")
     key = None
     if args.stratify == 'coverage':
         if 'rle_mask' not in frame.columns:
             raise UserError(f"{src} has no rle_mask column to stratify by coverage; pass --stratify none")
-        key = coverage_of(frame['rle_mask'])
+        key = coverage_of(frame['rle_mask'], src, list(frame['id']))
     elif args.stratify == 'depth':
         depths = read_csv(src.parent / 'depths.csv', 'depths.csv', ['id', 'z'],
                           "it comes with the competition data; or pass --stratify coverage")
-        z = frame['id'].map(dict(zip(depths['id'], depths['z'])))
+        zs = {}
+        for i, v in zip(depths['id'], depths['z']):
+            try:
+                zs[i] = float(v)
+            except (TypeError, ValueError):
+                zs[i] = float('nan')
+            if not np.isfinite(zs[i]):
+                raise UserError(f"{src.parent / 'depths.csv'}: the depth of id {i} ({str(v)[:20]!r}) is not a number; "
+                                f"correct that row (it comes with the competition data), or pass --stratify coverage")
+        z = frame['id'].map(zs)
         if z.isna().any():
             raise UserError(f"depths.csv has no depth for {int(z.isna().sum())} ids of {src}; pass --stratify coverage")
         key = z.to_numpy(float)

@@ -13,17 +13,19 @@ from pathlib import Path
 if __name__ == '__main__':
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import Parser
+from utils.cli import Parser, check_ranges
 from utils.data import data_dir_checked, stack_pngs, test_ids, train_ids
 from utils.errors import run_cli
-from utils.io import save_npy
+from utils.io import check_output, release, save_npy
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n')[0])
     p.add_argument('--data_dir', required=True, help="unzipped competition data (train.csv, train/, test/, ...)")
     p.add_argument('--workers', type=int, default=4, help="decode threads (default 4)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_ranges(p, args, {'workers': (1, 256)})
+    return args
 
 
 TRAIN_PARTS = ('train.csv', 'train/images', 'train/masks')
@@ -46,6 +48,9 @@ def main(args=None):
     arrays['test_images.npy'] = stack_pngs([d / 'test' / 'images' / f'{i}.png' for i in te], False, args.workers,
                                            'test images')
     # Everything is decoded and checked before the first write, so a bad file leaves old arrays intact.
+    for name in arrays:
+        release(d / name)  # the stacked arrays are this command's outputs (the CSVs stay guarded)
+        check_output(d / name)  # all of them may be written, before the first is
     for name, arr in arrays.items():
         save_npy(d / name, arr)
         print(f"wrote {d / name} {arr.shape}")

@@ -7,7 +7,7 @@ import numpy as np
 
 from utils.data import test_ids
 from utils.errors import UserError
-from utils.io import advice, load_npy, save_npy, save_rows
+from utils.io import advice, atomic_paths, load_npy, save_rows, write_csv_rows, write_npy
 from utils.rle import rle_encode
 
 # What to do when a submission or its probabilities cannot be written (utils.io.WriteError).
@@ -130,10 +130,22 @@ def fold_average(masks, data_dir, out, th, min_size=0, save_probs=False):
         rles.extend(rle_column(s, th, min_size))
         if mean16 is not None:
             mean16[a:a + len(s)] = s
-    with OUT_ADVICE():
-        if mean16 is not None:
-            save_npy(out.with_suffix('.npy'), mean16)
-        return write_rles(out, ids, rles)
+    arrays = {} if mean16 is None else {out.with_suffix('.npy'): mean16}
+    return save_together(out, ids, rles, arrays)
+
+
+def save_together(out, ids, rles, arrays):
+    """Write the submission `out` (id,rle_mask) and the arrays {path: array} that go with it as one: every
+    path is checked first, and a failure (or SIGTERM) leaves none of them new. Returns the share of
+    non-empty masks."""
+    if len(ids) != len(rles):
+        raise ValueError(f"{len(ids)} ids but {len(rles)} masks")
+    paths = [*arrays, out]
+    with OUT_ADVICE(), atomic_paths(paths) as tmps:
+        for tmp, arr in zip(tmps, arrays.values()):
+            write_npy(tmp, arr)
+        write_csv_rows(tmps[-1], ['id', 'rle_mask'], zip(ids, rles))
+    return float(np.mean([bool(r) for r in rles])) if rles else 0.0
 
 
 def save_prediction(out, ids, probs, th, extra=None, min_size=0, empty=None):
@@ -142,11 +154,13 @@ def save_prediction(out, ids, probs, th, extra=None, min_size=0, empty=None):
     out = Path(out)
     if out.suffix != '.csv':
         raise UserError(f"--out {out} must end in .csv")
-    with OUT_ADVICE():
-        save_npy(out.with_suffix('.npy'), probs)
-        for key, arr in (extra or {}).items():
-            save_npy(out.with_name(out.stem + f'.{key}.npy'), arr)
-        share = write_submission(out, ids, probs, th, min_size, empty)
+    check_probs(probs, out.with_suffix('.npy'), len(ids))  # NaN would be an all-empty submission
+    rles = rle_column(probs, th, min_size)
+    if empty is not None:
+        rles = ['' if e else r for r, e in zip(rles, empty)]
+    arrays = {out.with_suffix('.npy'): probs}
+    arrays.update({out.with_name(out.stem + f'.{key}.npy'): arr for key, arr in (extra or {}).items()})
+    share = save_together(out, ids, rles, arrays)
     print(f"raw probabilities: {out.with_suffix('.npy')}")
     if empty is not None:
         print(f"emptied {int(np.sum(empty))} of {len(ids)} masks whose salt probability is below --empty_below")

@@ -20,7 +20,7 @@ import numpy as np
 from utils.data import fold_indices, load_train_arrays
 from utils.errors import UserError
 from utils.experiment import best_json_path, find_config, resolve_snapshot, save_found, val_masks_path
-from utils.io import load_npy, save_csv
+from utils.io import check_output, load_npy, save_csv
 from utils.metric import breakdown_table, coverage_breakdown, image_scores, threshold_image_scores, threshold_sweep
 from utils.plots import threshold_curve
 from utils.submission import binarize, check_probs
@@ -41,7 +41,7 @@ def true_masks_for(masks_fn, data_dir=None):
 
 def validation_set_of(masks_fn, data_dir=None):
     """(config, true masks (N, 101, 101), experiment root) of the experiment a masks file belongs to."""
-    config, root = find_config(masks_fn)
+    config, root = find_config(masks_fn, needs=('folds_csv', 'fold') + (() if data_dir else ('data_dir',)))
     if config is None:
         raise UserError(f"no train_config.json found above {masks_fn}; pass a val_masks_*.npy from an experiment's snapshots/")
     d = Path(data_dir or config['data_dir'])
@@ -65,6 +65,12 @@ def load_validation(masks_fn, data_dir=None, validation_set=None):
         raise UserError(f"{masks_fn} has {len(probs)} masks but its fold has {len(true)} images; "
                         f"pass the val_masks file of this experiment's fold")
     return probs, true, config, root
+
+
+def check_search_outputs(best_json):
+    """The .best.json and its .thresholds.csv/.png may all be written (utils.io.check_output), before the first is."""
+    for p in (best_json, sidecar(best_json, 'thresholds.csv'), sidecar(best_json, 'thresholds.png')):
+        check_output(p)
 
 
 def sidecar(best_json, what):
@@ -105,6 +111,7 @@ def search(probs, true, steps, min_sizes, best_json, extra=None):
     the record (plus `extra`) as `best_json` with <stem>.thresholds.csv/.png beside it; returns the record."""
     import pandas as pd
 
+    check_search_outputs(best_json)
     ths = thresholds(steps)
     scores = threshold_sweep(probs, true, ths)
     every = max(1, (steps - 1) // 20)
@@ -203,6 +210,7 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=MIN_SIZES, out=No
                   for f, c, a, e in zip(folds, curves, bounds[:-1], bounds[1:])],
     }
     out = Path(out) if out else default_oof_path([f['root'] for f in folds])
+    check_search_outputs(out)
     save_csv(sidecar(out, 'thresholds.csv'), pd.DataFrame({'threshold': ths, 'score': scores, **dict(zip(labels, curves))}))
     threshold_curve(sidecar(out, 'thresholds.png'), ths, scores, th, sizes=rows, min_size=best_size)
     print_breakdown(probs, true, th, best_size, rows)
