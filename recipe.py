@@ -134,7 +134,7 @@ def main(args=None):
         pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
         if not (pseudo / 'pseudo_labels.json').is_file():
             minutes['pseudo-labels'] = run('pseudo-labels', [
-                'tools/pseudo_labels.py', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
+                '-m', 'tools.pseudo_labels', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
                 '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite'])
         minutes['stage 3 + predict'] = fine_tune('stage 3', s3, pseudo, m3, s2, out)
         last = s3

@@ -1,16 +1,14 @@
-"""Shared fixtures: the repo on sys.path, the real data (required in CI), small data cuts, and the
+"""Shared fixtures: the real data (required in CI), small data cuts, and the
 `slow` / `real_data` markers (`make test-fast` leaves both out)."""
 import inspect
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 REAL = Path(os.environ.get('SALT_REAL_DATA', ROOT.parent / 'shared' / 'tgs'))
 
 

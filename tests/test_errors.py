@@ -42,7 +42,6 @@ def _serve():
     import runpy
     import tempfile
     import traceback
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # no update check over the network (net/augmentations.py)
     import albumentations  # noqa: F401  the imports every fork would otherwise repeat
     import torch  # noqa: F401

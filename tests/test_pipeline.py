@@ -97,7 +97,6 @@ def train_in_process(script, argv):
 
 
 def registered():
-    sys.path.insert(0, str(ROOT))
     from train import registries
     return registries()
 

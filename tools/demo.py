@@ -63,7 +63,6 @@ def main(argv=None):
     run(f"python3 utils/stack_and_save.py --data_dir {data}")
     run(f"python3 utils/make_folds.py --p {data}/train.csv --n 5")
     # bf16 autocast where the CPU runs it natively (AMX): more epochs in the same minutes
-    sys.path.insert(0, str(ROOT))
     from net.runtime import cpu_has_native_bf16
     amp = '--amp bf16 ' if cpu_has_native_bf16() else ''
     budget = (f"--n_epochs {args.epochs} --scheduler cosine " if args.epochs else
