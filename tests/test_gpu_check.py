@@ -1,4 +1,4 @@
-"""`make gpu-check`'s script, run on the CPU with --quick so that it cannot rot between GPU sessions."""
+"""`make gpu-check`'s script, run on the CPU with --quick so that it cannot rot on machines without a GPU."""
 import json
 import subprocess
 import sys
