@@ -13,6 +13,7 @@ from conftest import ROOT
 EPOCHS = 24
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     """Every step runs, and the submission beats the all-empty answer on the held-out images.
 

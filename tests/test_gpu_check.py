@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = ['bare loop', 'train.py recipe', 'train.py --loader prefetch', 'train.py --amp off', 'train.py --amp fp16',
