@@ -11,6 +11,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 CONSTRAINTS := $(VENV)/constraints.txt
 RUNTIME := $(VENV)/.runtime-installed
+PROJECT := $(VENV)/.project-installed
 DEV := $(VENV)/.dev-installed
 
 .PHONY: demo test test-fast bench gpu-check gpu-recipe gpu-ablation lock clean
@@ -26,11 +27,17 @@ $(RUNTIME): requirements.txt $(CONSTRAINTS)
 	$(PIP) -r requirements.txt -c $(CONSTRAINTS)
 	touch $@
 
-$(DEV): $(RUNTIME) requirements-dev.txt
+# The project itself, editable (pyproject.toml): tests, tools and benchmarks import net/ and utils/
+# from any folder. Its requirements are in already, with the lock's pins (hence --no-deps).
+$(PROJECT): pyproject.toml $(RUNTIME)
+	$(PIP) --no-deps -e .
+	touch $@
+
+$(DEV): $(PROJECT) requirements-dev.txt
 	$(PIP) -r requirements-dev.txt -c $(CONSTRAINTS)
 	touch $@
 
-demo: $(RUNTIME)
+demo: $(PROJECT)
 	$(PY) tools/demo.py
 
 test: $(DEV)
@@ -52,19 +59,21 @@ lock:
 	rm -rf .venv-lock
 
 # Every CUDA path on the real data, one table (timings: benchmarks/results.md). Runs with the Python
-# that has your CUDA build of torch (not .venv's CPU wheel): make gpu-check GPU_PY=/path/to/python
+# that has your CUDA build of torch (not .venv's CPU wheel): make gpu-check GPU_PY=/path/to/python.
+# The project need not be installed there: PYTHONPATH points it (and the scripts it starts) here.
 GPU_PY ?= python3
+GPU_RUN := PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY)
 SALT_REAL_DATA ?= ../shared/tgs
 gpu-check:
-	$(GPU_PY) benchmarks/gpu_check.py --data_dir $(SALT_REAL_DATA) --device cuda
+	$(GPU_RUN) benchmarks/gpu_check.py --data_dir $(SALT_REAL_DATA) --device cuda
 
 # The GPU recipe whole (5 folds, submission, out-of-fold score), and the GPU-budget ablation on
 # fold 0; the data folder may be read-only (it is linked into /tmp). Tables: benchmarks/ablation_gpu.md
 gpu-recipe:
-	$(GPU_PY) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0-4 --rows base \
+	$(GPU_RUN) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0-4 --rows base \
 		--out benchmarks/gpu_recipe.md
 gpu-ablation:
-	$(GPU_PY) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0
+	$(GPU_RUN) benchmarks/ablation_gpu.py --data_dir $(SALT_REAL_DATA) --device cuda --folds 0
 
 clean:
 	rm -rf demo_data experiments/demo

@@ -91,7 +91,10 @@ def check_stage(step, cmd):
     """Parse a stage's command with the parsers of the scripts it runs (train_folds.py, and train.py for
     every fold), so that a bad option is one line before the first stage trains, not after it."""
     from net import stages
-    script, argv = Path(str(cmd[0])).name, [str(c) for c in cmd[1:]]
+    if cmd[0] == '-m':  # a module of the project's (python3 -m tools.pseudo_labels ...)
+        script, argv = str(cmd[1]).rsplit('.', 1)[-1] + '.py', [str(c) for c in cmd[2:]]
+    else:
+        script, argv = Path(str(cmd[0])).name, [str(c) for c in cmd[1:]]
     if script == 'train_folds.py':
         tf = check_with(stages.parse_args, argv, f"{step} (train_folds.py options)", 'train_folds.py')
         stages.precheck(tf, f"{step}: ")
@@ -147,7 +150,7 @@ def main(args=None):
     if args.pseudo:
         if not (pseudo / 'pseudo_labels.json').is_file():
             commands['pseudo-labels'] = [
-                'tools/pseudo_labels.py', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
+                '-m', 'tools.pseudo_labels', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
                 '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite']
         commands['stage 3 + predict'] = fine_tune(s3, pseudo, m3, s2, out)
     data_dir_checked(data)

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BASE = ('--arch unet_plain --loss BCEDice --optimizer adam_1e-3 --batch_size 16 --train_augs train_112_v3 '
         '--val_augs val_112 --val_transforms crop_from_112 --pretrained none --schedule_by time --n_epochs 10000 '

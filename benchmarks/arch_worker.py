@@ -17,11 +17,7 @@ encoder_weights=None), timed alternately with ours, same batch and layout.
 """
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

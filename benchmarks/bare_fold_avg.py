@@ -9,12 +9,9 @@ checks, no .npy of the mean, no pandas. Prints one JSON line with its own loop t
 import argparse
 import csv
 import json
-import sys
 import time
-from pathlib import Path
 
 T_START = time.perf_counter()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 

@@ -8,12 +8,10 @@ progress bar. Prints one JSON line with its own loop time.
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 T_START = time.perf_counter()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -10,12 +10,10 @@ snapshots, no checkpoint, no progress bar. Prints one JSON line with its own loo
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
 T_START = time.perf_counter()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

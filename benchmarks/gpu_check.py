@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 from utils.experiment import snapshots_of  # noqa: E402
 
@@ -258,7 +256,7 @@ class Check:
             return src
         if not (src / 'train.csv').is_file():
             raise SystemExit(f"gpu_check.py: error: no train.csv in {src}; pass --data_dir with the competition data")
-        from bench_commands import real_copy
+        from benchmarks.bench_commands import real_copy
         return real_copy(self.work, src)
 
 

@@ -22,11 +22,8 @@ ratios (absolute images/s drift with the load). Nothing here asserts a timing.
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import BENCH, ROOT, fmt, log, machine_info, markdown_table, matmul_gflops, median, text_table  # noqa: E402
 

@@ -1,20 +1,20 @@
-"""Shared fixtures: the repo on sys.path, the real data (required in CI), small data cuts, and the
+"""Shared fixtures: the real data (required in CI), small data cuts, and the
 `slow` / `real_data` markers (`make test-fast` leaves both out)."""
-import inspect
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 REAL = Path(os.environ.get('SALT_REAL_DATA', ROOT.parent / 'shared' / 'tgs'))
 
 
 def real_data_or_fail():
+    item = _running[0] if _running else None
+    if item is not None and not item.get_closest_marker('real_data'):
+        pytest.fail(f"{item.nodeid} reads the real data: mark it @pytest.mark.real_data (make test-fast must leave it out)")
     if (REAL / 'train.csv').is_file():
         return REAL
     msg = f"real TGS data not found at {REAL} (set SALT_REAL_DATA)"
@@ -63,84 +63,67 @@ def stacked_cut(dst, n_train, n_test, n_folds=4):
     return d
 
 
+def run_main(args, check=True):
+    """Run a script's main(argv) in this process as `python3 SCRIPT ARGS...` runs it from the root: its
+    stdout, stderr and exit status (a UserError is one line and status 2, as utils.errors.run_cli makes it).
+
+    One torch import serves every call; tests where the process itself matters (signals, torchrun, the
+    original's commands as typed) use a subprocess instead.
+    """
+    import contextlib
+    import importlib
+    import io
+    import subprocess
+    import sys
+
+    from utils.errors import run_cli
+    script, argv = str(args[0]), [str(a) for a in args[1:]]
+    module = importlib.import_module(script.removesuffix('.py').replace('/', '.'))
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved = sys.argv
+    sys.argv = [str(ROOT / script)] + argv
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_cli(module.main, argv)
+            except SystemExit as e:  # as the interpreter treats it: None is 0, a message is printed with 1
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+    finally:
+        sys.argv = saved
+    r = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check:
+        assert code == 0, f"{script} failed ({code}):\n{r.stderr[-3000:]}"
+    return r
+
+
 # ---------------------------------------------------------------- markers
-# Marked here, by name, rather than in the test files: a test body can change without its mark.
-# `real_data`: set on every test that reads the real data, found from the code (below).
-# `slow`: tests that take seconds each (a subprocess that imports torch, a wide_resnet step,
-# training); named as 'file.py' (the whole file), 'file.py::test_name' (every parametrization)
-# or 'file.py::test_name[param]'. Those without the real data were picked from a
-# `pytest -m "not real_data" --durations=60` run; the real-data ones train or start torchrun.
-SLOW = {
-    # without the real data
-    'test_demo.py::test_demo_end_to_end',
-    'test_offline.py::test_imports_and_help_open_no_connection',
-    'test_models.py::test_train_step[wide_resnet_border]',
-    'test_models.py::test_train_step[wide_resnet_hypercolumn]',
-    'test_models.py::test_forward_only',
-    'test_pipeline.py::test_help_lists_every_name',
-    'test_data_tools.py::test_fold_avg_across_chunks_with_min_size_and_saved_mean',
-    'test_synthetic.py::test_cli',
-    'test_device_aug.py::test_distributions_match_albumentations',
-    'test_device_aug.py::test_distribution_check_catches_a_wrong_set',
-    'test_loader.py::test_loader_device_refuses_worker_processes',
-    # with the real data: whole training runs
-    'test_pipeline.py',
-    'test_recipe.py',
-    'test_distributed.py',
-    'test_gpu_check.py',
-    'test_resume.py::test_sigkill_then_resume_matches_an_uninterrupted_run',
-    'test_train_folds.py::test_a_killed_fold_is_reported_then_resumed_and_the_folds_predict_together',
-    'test_train_folds.py::test_folds_side_by_side_with_a_fold_placeholder',
-    'test_train_folds.py::test_a_signal_to_train_folds_alone_stops_the_running_fold_cleanly',
-}
-
-REAL_DATA_NAMES = {'real_dir', 'real_cut', 'cut_real', 'stacked_cut', 'real_data_or_fail'}
-TESTS = Path(__file__).resolve().parent
+# `slow` and `real_data` are marked on the tests themselves (pytest.ini declares them; make
+# test-fast leaves both out). A test that uses the real data without its mark would run in
+# make test-fast: collection refuses one that asks for a real-data fixture, and the helpers
+# refuse to cut the real data for one that calls them directly.
+REAL_DATA_FIXTURES = {'real_dir', 'real_cut'}
+_running = []  # the test being set up or run, for real_data_or_fail's check
 
 
-def _code_names(code):
-    """Every global name a code object and the functions nested in it refer to."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if inspect.iscode(const):
-            names |= _code_names(const)
-    return names
-
-
-def _reads_real_data(func, seen):
-    """Whether func, or a function of the tests that it calls, refers to one of the real-data helpers."""
-    func = inspect.unwrap(func)
-    code = getattr(func, '__code__', None)
-    if code is None or code in seen:
-        return False
-    seen.add(code)
-    names = _code_names(code)
-    if names & REAL_DATA_NAMES:
-        return True
-    for name in names:
-        other = func.__globals__.get(name)
-        if inspect.isfunction(other) and Path(other.__code__.co_filename).resolve().parent == TESTS:
-            if _reads_real_data(other, seen):
-                return True
-    return False
-
-
-def reads_real_data(item):
-    """A test reads the real data if it, or one of its fixtures, uses the real-data helpers."""
-    if REAL_DATA_NAMES & set(getattr(item, 'fixturenames', ())):
-        return True
-    seen = set()
-    funcs = [item.function] if hasattr(item, 'function') else []
-    info = getattr(item, '_fixtureinfo', None)
-    for defs in (info.name2fixturedefs.values() if info else ()):
-        funcs += [d.func for d in defs]
-    return any(_reads_real_data(f, seen) for f in funcs)
+def unmarked_real_data_users(items):
+    """The tests among items that ask for a real-data fixture but are not marked real_data."""
+    return [item.nodeid for item in items
+            if REAL_DATA_FIXTURES & set(getattr(item, 'fixturenames', ())) and not item.get_closest_marker('real_data')]
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        file = item.path.name
-        if {file, f'{file}::{item.originalname}', f'{file}::{item.name}'} & SLOW:
-            item.add_marker(pytest.mark.slow)
-        if reads_real_data(item):
-            item.add_marker(pytest.mark.real_data)
+    unmarked = unmarked_real_data_users(items)
+    if unmarked:
+        raise pytest.UsageError("these tests use the real data but are not marked @pytest.mark.real_data: "
+                                + ', '.join(unmarked))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running[:] = [item]
+
+
+def pytest_runtest_teardown(item):
+    _running.clear()

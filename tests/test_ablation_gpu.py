@@ -3,6 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.real_data
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

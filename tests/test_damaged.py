@@ -14,6 +14,8 @@ from conftest import stacked_cut
 from test_errors import LITE, file_hashes, visible_lines
 from utils.experiment import snapshots_of
 
+pytestmark = pytest.mark.real_data
+
 # Each example loads a file and builds little else: a handful is enough to move the cut around.
 FEW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

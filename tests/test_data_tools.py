@@ -14,6 +14,7 @@ def run(args, cwd=ROOT):
     return subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True)
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('from_utils', [False, True])
 def test_stack_real_cut(real_cut, from_utils):
     script = 'stack_and_save.py' if from_utils else 'utils/stack_and_save.py'
@@ -37,6 +38,7 @@ def test_stack_real_cut(real_cut, from_utils):
     assert (test[-1] == cv2.imread(str(real_cut / 'test' / 'images' / f'{j}.png'), cv2.IMREAD_UNCHANGED)[..., 0]).all()
 
 
+@pytest.mark.real_data
 def test_make_folds_stratified_and_plain(real_cut):
     csv = real_cut / 'train.csv'
     assert run(['utils/make_folds.py', '--p', str(csv), '--n', '4']).returncode == 0
@@ -89,6 +91,7 @@ def test_evaluate_matches_metric(tmp_path):
     assert r.returncode == 2 and 'no row for 15 ids' in r.stderr and 'Traceback' not in r.stderr
 
 
+@pytest.mark.slow
 def test_fold_avg_across_chunks_with_min_size_and_saved_mean(tmp_path):
     """predict_fold_avg.py over more masks than one chunk (2048): the CSV holds the rle of the float32
     mean above --th with small regions dropped, byte-exact, and --save_probs keeps that mean."""
@@ -137,6 +140,7 @@ def fold_column_sha256(csv):
     return hashlib.sha256(','.join(str(int(x)) for x in folds).encode()).hexdigest()
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('stratify,n,seed', sorted(RECORDED_FOLDS))
 def test_make_folds_reproduces_recorded_folds(real_dir, tmp_path, stratify, n, seed):
     import hashlib
@@ -151,6 +155,7 @@ def test_make_folds_reproduces_recorded_folds(real_dir, tmp_path, stratify, n, s
     assert fold_column_sha256(out) == RECORDED_FOLDS[(stratify, n, seed)]
 
 
+@pytest.mark.real_data
 def test_make_folds_sklearn_method(real_dir, tmp_path):
     """--method sklearn: StratifiedKFold's folds on coverage classes / depth deciles, balanced and seeded."""
     import shutil

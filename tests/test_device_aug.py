@@ -177,6 +177,7 @@ def test_registry_matches_train_augs():
         assert (twin.val_name, twin.out_size) == (g.val, g.size), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_distributions_match_albumentations(name):
     want = _albu_stats(name)
@@ -195,6 +196,7 @@ def test_distributions_match_albumentations(name):
     ('train_128_v2', dict(scale=(0.8, 1.2)), {'area'}),
     ('train_128_v2', dict(translate=(-0.1, 0.1)), {'square_x'}),
 ])
+@pytest.mark.slow
 def test_distribution_check_catches_a_wrong_set(name, wrong, caught):
     # The same comparison must fail for a set with a parameter off, or it proves nothing.
     daug = dev.build_device_aug(name)

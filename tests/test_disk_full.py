@@ -149,6 +149,7 @@ def data(tmp_path_factory):
 CYCLES = [*LITE, '--n_epochs', '2', '--cycles', '2']
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('name,where,nth,shown', [
     ('checkpoint.pth', 'rename', 2, 'checkpoint.pth'),  # epoch 2's checkpoint, at the rename
     ('epoch_2.', 'write', 2, 'cycle_1/epoch_2.'),  # epoch 2's snapshot (after its masks), half-way through
@@ -181,6 +182,7 @@ def test_training_on_a_full_disk_stops_cleanly_and_resumes(data, tmp_path, monke
     assert temporaries(exp) == [] and not (exp / '.lock').exists()
 
 
+@pytest.mark.real_data
 def test_training_in_a_read_only_folder(data, tmp_path, monkeypatch, capfd):
     """The lock is the run's first write: a read-only folder stops it there, before anything else."""
     import train

@@ -23,6 +23,8 @@ LOSS = 'bce_lovasz'  # two terms: the TensorBoard terms are summed over the rank
 LIMIT = 64
 N_PROC = 2
 
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
+
 SPY = '''\
 import os
 _replace = os.replace

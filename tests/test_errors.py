@@ -42,7 +42,6 @@ def _serve():
     import runpy
     import tempfile
     import traceback
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # no update check over the network (net/augmentations.py)
     import albumentations  # noqa: F401  the imports every fork would otherwise repeat
     import torch  # noqa: F401
@@ -427,6 +426,7 @@ def results(env):
 CASE_NAMES = list(cases(collections.defaultdict(lambda: Path('/placeholder'))))
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('name', CASE_NAMES)
 def test_bad_input(name, env, results):
     argv, phrases, _ = cases(env)[name]
@@ -455,6 +455,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch, interruptio
     assert [p.name for p in tmp_path.iterdir()] == ['out.npy']
 
 
+@pytest.mark.real_data
 def test_help_lists_registered_names(results):
     train, tta = results['help: train.py'], results['help: predict_tta.py']
     assert train['code'] == 0 and 'unet_lite' in train['stdout'] and 'bce_lovasz' in train['stdout']

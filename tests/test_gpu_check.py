@@ -1,8 +1,12 @@
-"""`make gpu-check`'s script, run on the CPU with --quick so that it cannot rot between GPU sessions."""
+"""`make gpu-check`'s script, run on the CPU with --quick so that it cannot rot on machines without a GPU."""
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,10 @@
 """--keep_snapshots K: only the K best snapshots of each cycle stay on disk, with their masks."""
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
+from conftest import run_main
 from utils.experiment import Experiment, best_json_path, snapshot_score, snapshots_in, val_masks_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +26,15 @@ def test_prune_keeps_the_best_by_score_later_on_ties(tmp_path):
     assert len(list(folder.glob('*.best.json'))) == 2
 
 
+@pytest.mark.real_data
 def test_train_keeps_k_snapshots(tmp_path):
     from conftest import stacked_cut
     data = stacked_cut(tmp_path / 'data', 48, 8)
     exp = tmp_path / 'exp'
-    r = subprocess.run([sys.executable, 'train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
-                        '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
-                        '--batch_size', '8', '--n_epochs', '5', '--keep_snapshots', '1', '--data_dir', str(data),
-                        '--experiment_dir', str(exp), '--device', 'cpu', '--threads', '1'],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_main(['train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
+                  '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
+                  '--batch_size', '8', '--n_epochs', '5', '--keep_snapshots', '1', '--data_dir', data,
+                  '--experiment_dir', exp, '--device', 'cpu', '--threads', '1'])
     saved = r.stdout.count('saved epoch_')
     snaps = [s.path for s in snapshots_in(exp / 'snapshots')]
     assert len(snaps) == 1 and saved >= 1
@@ -44,20 +43,18 @@ def test_train_keeps_k_snapshots(tmp_path):
     assert [p.name for p in (exp / 'snapshots').glob('val_masks_*')] == [f'val_masks_{snaps[0].name}.npy']
 
 
+@pytest.mark.real_data
 def test_resume_can_start_keeping_fewer_snapshots(tmp_path):
     """After a full disk: --resume --keep_snapshots K prunes the run from the next saved snapshot on."""
     from conftest import stacked_cut
     data = stacked_cut(tmp_path / 'data', 48, 8)
     exp = tmp_path / 'exp'
-    base = [sys.executable, 'train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
+    base = ['train.py', '--arch', 'unet_plain_w8', '--loss', 'BCE', '--optimizer', 'adam_1e-3',
             '--train_augs', 'train_112_v3', '--val_augs', 'val_112', '--val_transforms', 'crop_from_112',
             '--batch_size', '8', '--data_dir', str(data), '--experiment_dir', str(exp), '--device', 'cpu',
             '--threads', '1']
-    first = subprocess.run(base + ['--n_epochs', '3'], cwd=ROOT, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr[-2000:]
-    more = subprocess.run(base + ['--n_epochs', '8', '--resume', '--keep_snapshots', '1'], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert more.returncode == 0, more.stderr[-2000:]
+    run_main(base + ['--n_epochs', '3'])
+    more = run_main(base + ['--n_epochs', '8', '--resume', '--keep_snapshots', '1'])
     import json
     assert json.loads((exp / 'train_config.json').read_text())['keep_snapshots'] == 1
     if 'saved epoch_' in more.stdout:  # pruning happens when a snapshot is saved (test_prune_* covers the rule)

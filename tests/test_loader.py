@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_main
 from net.loader import ResidentData, TrainBatches, shard_order
 from net.runtime import Runtime
 
@@ -72,6 +73,7 @@ def _train(data, exp, epochs, *extra):
     return r
 
 
+@pytest.mark.real_data
 def test_train_on_the_device_path_resumes_exactly(tmp_path):
     """Two epochs straight vs one epoch then --resume: the same log, to the last digit, on --loader device."""
     from conftest import stacked_cut
@@ -87,8 +89,8 @@ def test_train_on_the_device_path_resumes_exactly(tmp_path):
 
 
 def test_loader_device_refuses_worker_processes(tmp_path):
-    r = subprocess.run([sys.executable, 'train.py', '--experiment_dir', str(tmp_path / 'e'), '--loader', 'device',
-                        '--workers', '2', '--data_dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    r = run_main(['train.py', '--experiment_dir', tmp_path / 'e', '--loader', 'device', '--workers', '2',
+                  '--data_dir', tmp_path], check=False)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert '--loader device' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

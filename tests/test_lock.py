@@ -33,6 +33,7 @@ def logged_epochs(exp):
         return []
 
 
+@pytest.mark.real_data
 def test_second_run_beside_a_live_one_is_refused_and_changes_nothing(data, tmp_path):
     exp = tmp_path / 'exp'
     live = train(data, exp, '--n_epochs', '3')
@@ -69,6 +70,7 @@ def test_second_run_beside_a_live_one_is_refused_and_changes_nothing(data, tmp_p
     assert not list(exp.rglob('.*.tmp*'))
 
 
+@pytest.mark.real_data
 def test_two_runs_started_together_exactly_one_trains(data, tmp_path):
     """Two --overwrite runs of one directory at the same moment: both pass the early check (a run is
     there to overwrite), and only the lock stands between them."""

@@ -1,45 +1,9 @@
-"""The `slow` and `real_data` markers of tests/conftest.py: `make test-fast` leaves out what they mark."""
-import ast
+"""The `slow` and `real_data` marks sit on the tests; a real-data test without its mark is refused."""
+from types import SimpleNamespace
 
-from conftest import SLOW, TESTS, _reads_real_data
+import pytest
 
-
-def test_every_slow_entry_names_a_test_that_exists():
-    for entry in SLOW:
-        file, _, test = entry.partition('::')
-        assert (TESTS / file).is_file(), entry
-        if test:
-            name, _, param = test.partition('[')
-            tree = ast.parse((TESTS / file).read_text())
-            assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, entry
-
-
-def _cut():
-    from conftest import cut_real
-    return cut_real
-
-
-def _through_a_helper():
-    return _cut()
-
-
-def _stacked(tmp):
-    from conftest import stacked_cut
-    return [stacked_cut(tmp, 8, 2) for _ in range(1)]  # inside a comprehension
-
-
-def _generated():
-    import numpy as np
-    return np.zeros((4, 101, 101))
-
-
-# by name: a test that named these functions would itself be found reading the real data
-EXAMPLES = {'_cut': True, '_through_a_helper': True, '_stacked': True, '_generated': False}
-
-
-def test_real_data_is_found_in_the_code_a_test_runs():
-    for name, reads in EXAMPLES.items():
-        assert _reads_real_data(globals()[name], set()) == reads, name
+from conftest import real_data_or_fail, unmarked_real_data_users
 
 
 def test_a_test_on_generated_data_is_not_marked(request, tmp_path):
@@ -47,6 +11,29 @@ def test_a_test_on_generated_data_is_not_marked(request, tmp_path):
     assert request.node.get_closest_marker('slow') is None
 
 
+@pytest.mark.real_data
 def test_a_test_with_the_real_data_fixture_is_marked(request, real_dir):
     assert request.node.get_closest_marker('real_data') is not None
     assert (real_dir / 'train.csv').is_file()
+
+
+def test_an_unmarked_test_cannot_reach_the_real_data():
+    with pytest.raises(pytest.fail.Exception, match='mark it @pytest.mark.real_data'):
+        real_data_or_fail()
+
+
+@pytest.mark.real_data
+def test_a_marked_test_reaches_the_real_data():
+    assert (real_data_or_fail() / 'train.csv').is_file()
+
+
+def _item(nodeid, fixtures, marks=()):
+    return SimpleNamespace(nodeid=nodeid, fixturenames=fixtures,
+                           get_closest_marker=lambda name: name if name in marks else None)
+
+
+def test_collection_names_the_unmarked_users_of_the_real_data_fixtures():
+    items = [_item('a', ['tmp_path']), _item('b', ['real_cut']), _item('c', ['real_dir'], marks=('real_data',)),
+             _item('d', ['real_dir', 'tmp_path'], marks=('slow',))]
+    assert unmarked_real_data_users(items) == ['b', 'd']
+

@@ -6,26 +6,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, cut_real
+from conftest import ROOT, cut_real, run_main
 from utils.experiment import best_snapshot_of
 from utils.rle import rle_decode
+
+pytestmark = pytest.mark.slow
 
 FAST = ['--pretrained', 'none', '--n_epochs', '1', '--batch_size', '4', '--limit', '8', '--fold', '0']
 
 
-def run(args, check=True, timeout=600):
+def command(args, check=True, timeout=600):
+    """A script run as a user types it: its own process, from the root."""
     r = subprocess.run([sys.executable] + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if check:
         assert r.returncode == 0, f"{args[0]} failed:\n{r.stderr[-3000:]}"
     return r
 
 
+run = run_main  # everywhere but the original README's commands: the script's main(argv), in this process
+
+
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     """A stacked, folded cut of the real data: 160 train and 32 test images."""
     d = cut_real(tmp_path_factory.mktemp('real') / 'data', 160, 32)
-    run(['utils/stack_and_save.py', '--data_dir', d])
-    run(['utils/make_folds.py', '--p', d / 'train.csv', '--n', '4'])
+    command(['utils/stack_and_save.py', '--data_dir', d])
+    command(['utils/make_folds.py', '--p', d / 'train.csv', '--n', '4'])
+    return d
+
+
+@pytest.fixture(scope='module')
+def few_test_images(tmp_path_factory):
+    """The same kind of cut with 8 test images, for the wide_resnet_v1 commands (each test image is
+    three wide_resnet forward passes there)."""
+    from utils.make_folds import main as make_folds
+    from utils.stack_and_save import main as stack
+    d = cut_real(tmp_path_factory.mktemp('real') / 'data', 64, 8)
+    stack(['--data_dir', str(d), '--workers', '1'])
+    make_folds(['--p', str(d / 'train.csv'), '--n', '4'])
     return d
 
 
@@ -44,10 +62,13 @@ def check_submission(csv, data):
     return sub
 
 
-def test_original_readme_commands(data, tmp_path):
-    """stack → folds → train → threshold → predict → TTA → fold average, with the README's options."""
+@pytest.mark.real_data
+def test_original_readme_commands(few_test_images, tmp_path):
+    """stack → folds → train → threshold → predict → TTA → fold average, with the README's options,
+    each in its own process as a user runs them (the subprocess smoke of these scripts)."""
+    data = few_test_images
     exp = tmp_path / 'experiments' / 'wide_fold0_128'
-    run(['train.py', '--arch', 'wide_resnet_v1', '--batch_size=8', '--loss', 'BCE', '--optimizer', 'adam_1e-4',
+    command(['train.py', '--arch', 'wide_resnet_v1', '--batch_size=8', '--loss', 'BCE', '--optimizer', 'adam_1e-4',
          '--experiment_dir', exp, '--n_epochs', '1', '--train_augs', 'train_128_v1', '--val_augs', 'val_128_resize',
          '--val_transforms', 'resize_from_any', '--fold', '0', '--data_dir', data, '--pretrained', 'none', '--limit', '16'])
     assert (exp / 'train_config.json').is_file()
@@ -57,23 +78,24 @@ def test_original_readme_commands(data, tmp_path):
     snap = snapshots(exp)[-1]
     masks = snap.parent / f'val_masks_{snap.name}.npy'
     assert np.load(masks).shape == (4, 101, 101)
-    out = run(['optimize_threshold.py', '--masks_fn', masks]).stdout
+    out = command(['optimize_threshold.py', '--masks_fn', masks]).stdout
     assert 'best threshold' in out.splitlines()[-1]
-    run(['predict.py', '--snapshot', snap, '--th', '0.51', '--arch', 'wide_resnet_v1'])
+    command(['predict.py', '--snapshot', snap, '--th', '0.51', '--arch', 'wide_resnet_v1'])
     csv = exp / 'predictions' / f'{snap.name}.csv'
     check_submission(csv, data)
     probs = np.load(csv.with_suffix('.npy'))
-    assert probs.shape == (32, 101, 101) and np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
-    run(['predict_tta.py', '--snapshot', snap, '--th', '0.5', '--tta', 'null_hflip'])
+    assert probs.shape == (8, 101, 101) and np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
+    command(['predict_tta.py', '--snapshot', snap, '--th', '0.5', '--tta', 'null_hflip'])
     tta = exp / 'predictions' / f'{snap.name}.tta_null_hflip.npy'
     avg = tmp_path / 'avg.csv'
-    run(['predict_fold_avg.py', csv.with_suffix('.npy'), tta, '--th', '0.5', '--data_dir', data, '--out', avg])
+    command(['predict_fold_avg.py', csv.with_suffix('.npy'), tta, '--th', '0.5', '--data_dir', data, '--out', avg])
     sub = check_submission(avg, data)
     mean = (probs.astype(np.float32) + np.load(tta).astype(np.float32)) / 2
     from utils.rle import rle_encode
     assert list(sub["rle_mask"]) == [rle_encode(m > 0.5) for m in mean]
 
 
+@pytest.mark.real_data
 def test_short_training_learns_and_predicts(data, tmp_path):
     """A few epochs of the small net on 120 real images beat the all-empty answer on validation."""
     exp = tmp_path / 'lite'
@@ -97,7 +119,6 @@ def train_in_process(script, argv):
 
 
 def registered():
-    sys.path.insert(0, str(ROOT))
     from train import registries
     return registries()
 
@@ -111,6 +132,7 @@ TRAINED_CONTRACTS = {
 }
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('keys', sorted(TRAINED_CONTRACTS, key=sorted), ids=lambda k: '+'.join(sorted(k)))
 def test_every_output_contract_trains(data, tmp_path, keys):
     from net.models import build_model
@@ -122,6 +144,7 @@ def test_every_output_contract_trains(data, tmp_path, keys):
     assert np.load(snap.parent / f'val_masks_{snap.name}.npy').shape == (2, 101, 101)
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('loss', sorted(registered()['loss']))
 def test_every_loss_trains(data, tmp_path, loss):
     from net.losses import build_loss
@@ -136,6 +159,7 @@ def test_every_loss_trains(data, tmp_path, loss):
     assert snapshots(exp)
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('kind', ['optimizer', 'scheduler'])
 def test_every_optimizer_and_scheduler_trains(data, tmp_path, kind):
     for name in sorted(registered()[kind]):
@@ -144,6 +168,7 @@ def test_every_optimizer_and_scheduler_trains(data, tmp_path, kind):
         assert snapshots(exp), name
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('train_augs', sorted(registered()['train_augs']))
 def test_every_augmentation_trains(data, tmp_path, train_augs):
     exp = tmp_path / train_augs
@@ -154,16 +179,18 @@ def test_every_augmentation_trains(data, tmp_path, train_augs):
     assert np.load(snap.parent / f'val_masks_{snap.name}.npy').shape == (2, 101, 101)
 
 
+@pytest.mark.real_data
 def test_snapshot_ensemble(data, tmp_path):
     exp = tmp_path / 'se'
     run(['train.py', '--arch', 'unet_lite', '--cycles', '2', '--scheduler', 'cosine', '--n_epochs', '4',
          '--batch_size', '8', '--limit', '16', '--data_dir', data, '--pretrained', 'none', '--experiment_dir', exp])
     assert {p.parent.name for p in snapshots(exp)} == {'cycle_0', 'cycle_1'}
-    out = run(['predict_se.py', '--snapshot_dir', exp / 'snapshots', '--th', '0.5']).stdout
+    out = command(['predict_se.py', '--snapshot_dir', exp / 'snapshots', '--th', '0.5']).stdout
     assert 'cycle 0:' in out and 'cycle 1:' in out
     check_submission(exp / 'predictions' / 'snapshot_ensemble.csv', data)
 
 
+@pytest.mark.real_data
 def test_swa_saves_the_averaged_model(data, tmp_path):
     """--swa 0.5 of 4 epochs averages epochs 3 and 4, re-estimates BatchNorm and saves a usable snapshot."""
     import torch
@@ -190,6 +217,7 @@ def test_swa_saves_the_averaged_model(data, tmp_path):
     assert bad.returncode == 2 and '--swa is the share' in bad.stderr
 
 
+@pytest.mark.real_data
 def test_experiment_dir_and_auto_options(data, tmp_path):
     """EXP stands for its best snapshot; --th/--min_size auto take what optimize_threshold.py found."""
     import json
@@ -220,6 +248,7 @@ def test_experiment_dir_and_auto_options(data, tmp_path):
     assert json.loads((tmp_path / 'ft' / 'train_config.json').read_text())['init'] == str(best.resolve())
 
 
+@pytest.mark.real_data
 def test_bf16_autocast_on_cpu(data, tmp_path):
     """--amp bf16 trains and predicts on the CPU; its probabilities stay close to the fp32 ones."""
     import torch
@@ -242,10 +271,11 @@ def test_bf16_autocast_on_cpu(data, tmp_path):
     assert 0 < np.abs(bf - fp).mean() < 0.02
 
 
+@pytest.mark.real_data
 def test_cycles_split_the_time_budget(data, tmp_path):
     """--cycles 2 with --schedule_by time: each half of the budget restarts the cosine and keeps its own best."""
     exp = tmp_path / 'cycles'
-    run(['train.py', '--arch', 'unet_plain_w8', '--cycles', '2', '--max_minutes', '0.15', '--schedule_by', 'time',
+    command(['train.py', '--arch', 'unet_plain_w8', '--cycles', '2', '--max_minutes', '0.15', '--schedule_by', 'time',
          '--n_epochs', '1000', '--batch_size', '8', '--limit', '16', '--train_augs', 'train_112_v3', '--val_augs',
          'val_112', '--val_transforms', 'crop_from_112', '--optimizer', 'adam_1e-3', '--data_dir', data,
          '--pretrained', 'none', '--experiment_dir', exp])
@@ -258,10 +288,11 @@ def test_cycles_split_the_time_budget(data, tmp_path):
     assert {p.parent.name for p in snapshots(exp)} == {'cycle_0', 'cycle_1'}
 
 
+@pytest.mark.real_data
 def test_border_model_saves_border_output(data, tmp_path):
     exp = tmp_path / 'border'
-    train_in_process('train_border.py', ['--arch', 'unet_lite_border', '--loss', 'boundary_lovasz', '--data_dir', data,
-                                         '--experiment_dir', exp] + FAST)
+    command(['train_border.py', '--arch', 'unet_lite_border', '--loss', 'boundary_lovasz', '--data_dir', data,
+             '--experiment_dir', exp] + FAST)  # train_border.py's subprocess smoke
     snap = snapshots(exp)[-1]
     run(['predict.py', '--snapshot', snap])
     border = exp / 'predictions' / f'{snap.name}.border.npy'

@@ -1,5 +1,4 @@
 """What users look at: the learning curve, the validation examples and the threshold curve."""
-import subprocess
 import sys
 
 import cv2
@@ -7,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, cut_real
+from conftest import cut_real, run_main
 from test_errors import LITE
 from utils.experiment import Experiment
 from utils.errors import UserError
@@ -45,6 +44,7 @@ def has_color(img, bgr, tol=40):
     return bool((np.abs(img.astype(int) - np.array(bgr)).sum(-1) < tol).any())
 
 
+@pytest.mark.real_data
 def test_experiment_plots(tmp_path, val_set):
     images, masks, probs = val_set
     exp = Experiment(tmp_path / 'exp')
@@ -60,6 +60,7 @@ def test_experiment_plots(tmp_path, val_set):
     assert not list((exp.root / 'logs').glob('.*tmp*'))
 
 
+@pytest.mark.real_data
 def test_plots_are_drawn_first_then_at_most_every_interval_and_last(tmp_path, val_set):
     images, masks, probs = val_set
     exp = Experiment(tmp_path / 'exp')
@@ -74,6 +75,7 @@ def test_plots_are_drawn_first_then_at_most_every_interval_and_last(tmp_path, va
     assert ExperimentPlots(exp, images, masks, every=0)(rows_of(4), probs)
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize('n_val, n_epochs', [(1, 1), (3, 2), (5, 1)])
 def test_plots_of_tiny_runs(tmp_path, val_set, n_val, n_epochs):
     images, masks, probs = (a[:n_val] for a in val_set)
@@ -181,6 +183,7 @@ def test_train_folds_passes_tensorboard_to_train():
     assert train.parse_args([*args.train_args, '--experiment_dir', 'x_fold0']).tensorboard
 
 
+@pytest.mark.real_data
 def test_training_and_threshold_search_write_their_pngs(tmp_path):
     from utils.make_folds import main as make_folds
     from utils.stack_and_save import main as stack
@@ -188,10 +191,8 @@ def test_training_and_threshold_search_write_their_pngs(tmp_path):
     stack(['--data_dir', str(data), '--workers', '1'])
     make_folds(['--p', str(data / 'train.csv'), '--n', '4'])
     exp = tmp_path / 'exp'
-    r = subprocess.run([sys.executable, 'train.py', *LITE, '--n_epochs', '2', '--data_dir', str(data),
-                        '--experiment_dir', str(exp), '--loss', 'bce_lovasz', '--tensorboard'],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_main(['train.py', *LITE, '--n_epochs', '2', '--data_dir', data, '--experiment_dir', exp,
+                  '--loss', 'bce_lovasz', '--tensorboard'])
     assert 'epoch 2/2' in r.stderr  # the per-epoch progress bar
     curve = read_png(exp / 'logs' / 'learning_curve.png')
     tiles = read_png(exp / 'logs' / 'val_examples.png')
@@ -204,9 +205,7 @@ def test_training_and_threshold_search_write_their_pngs(tmp_path):
     bce, lovasz = (np.array([v for _, v in ev[f'loss_terms/{k}']]) for k in ('bce', 'lovasz'))
     assert np.allclose(bce + lovasz, log['train_loss'], rtol=1e-4)
     masks = sorted((exp / 'snapshots').glob('val_masks_*.npy'))[-1]
-    r = subprocess.run([sys.executable, 'optimize_threshold.py', '--masks_fn', str(masks)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_main(['optimize_threshold.py', '--masks_fn', masks])
     png = masks.with_name(masks.stem + '.thresholds.png')
     assert read_png(png).std() > 20
     assert read_png(png).shape == (440, 1140, 3)  # the min-size panel beside the threshold curve

@@ -53,6 +53,7 @@ def _probs(tmp_path, data, sure):
     return path, p
 
 
+@pytest.mark.real_data
 def test_pseudo_data_folder_trains_every_fold_and_validates_on_true_labels(tmp_path):
     from conftest import stacked_cut
     data = stacked_cut(tmp_path / 'data', 40, 10, n_folds=4)
@@ -93,6 +94,7 @@ def test_pseudo_data_folder_trains_every_fold_and_validates_on_true_labels(tmp_p
     assert (tmp_path / 'exp' / 'summary.json').is_file()
 
 
+@pytest.mark.real_data
 def test_pseudo_labels_bad_input_is_one_line(tmp_path):
     from conftest import stacked_cut
     data = stacked_cut(tmp_path / 'data', 16, 6, n_folds=2)

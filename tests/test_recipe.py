@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,6 +18,7 @@ def data(tmp_path_factory):
     return stacked_cut(tmp_path_factory.mktemp('repro') / 'data', 32, 8)
 
 
+@pytest.mark.real_data
 def test_two_runs_with_one_seed_agree(data, tmp_path):
     from utils.io import load_snapshot
     exps = [tmp_path / 'a', tmp_path / 'b']
@@ -39,6 +40,7 @@ def test_two_runs_with_one_seed_agree(data, tmp_path):
     assert np.array_equal(va, vb)
 
 
+@pytest.mark.real_data
 def test_seed_fixes_folds(data, tmp_path):
     from utils.make_folds import main as make_folds
     out = {}

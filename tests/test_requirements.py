@@ -199,7 +199,6 @@ def test_constraints_outside_a_venv_pin_everything(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.prefix = sys.base_prefix  # as in a Python that is not a venv
-        sys.path.insert(0, {str(ROOT)!r})
         from tools import pins
         pins.write_constraints({str(out)!r})
     """)

@@ -45,6 +45,8 @@ def snapshot_files(exp):
     return [s.path for s in snapshots_of(exp)]
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     from net.models import build_model
     from utils.io import load_snapshot

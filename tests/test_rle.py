@@ -51,6 +51,7 @@ def test_decode_rejects_malformed(bad):
         rle_decode(bad)
 
 
+@pytest.mark.real_data
 def test_real_train_csv_reproduced_exactly(real_dir):
     """Every rle of the competition's train.csv equals our encoding of its mask PNG."""
     import cv2

@@ -96,6 +96,7 @@ def _tree_hashes(root):
     return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob('*')) if p.is_file()}
 
 
+@pytest.mark.real_data
 def test_train_out_of_memory_exits_2_and_keeps_the_run(tmp_path):
     """An out-of-memory error mid-run (simulated: the model raises it) is one line and changes nothing on disk."""
     from conftest import stacked_cut

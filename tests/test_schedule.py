@@ -120,6 +120,7 @@ def _finish(proc):
     assert proc.returncode == 0, err[-3000:]
 
 
+@pytest.mark.real_data
 def test_a_checkpoint_with_scheduler_state_resumes(data, tmp_path):
     """A checkpoint as the previous version wrote it (a 'scheduler' entry, 'initial_lr' in the optimizer's
     groups) resumes, and the resumed run is the uninterrupted one, number for number."""

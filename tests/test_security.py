@@ -64,6 +64,7 @@ def bait(tmp_path_factory):
     return b
 
 
+@pytest.mark.real_data
 def test_malicious_files_are_refused_unrun(bait):
     b, d = bait, bait['data']
     cases = {
@@ -85,6 +86,7 @@ def test_malicious_files_are_refused_unrun(bait):
     assert not (b['tmp'] / 'sub.csv').exists()
 
 
+@pytest.mark.real_data
 def test_loaders_refuse_in_process(bait):
     from utils.errors import UserError
     from utils.io import load_npy, load_snapshot

@@ -171,6 +171,7 @@ def test_rejects_bad_counts(tmp_path):
         generate(tmp_path / 'x', n_train=1, n_test=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('entry', [['-m', 'tools.synthetic'], ['tools/synthetic.py']])
 def test_cli(tmp_path, entry):
     out = tmp_path / 'cli'

@@ -61,6 +61,8 @@ def oof_from_scratch(dirs):
     return probs, true, ths[int(np.argmax(sweep))], float(sweep.max())
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_a_killed_fold_is_reported_then_resumed_and_the_folds_predict_together(data, tmp_path):
     """A fold killed mid-run (as the OOM killer would) fails alone; the same command again resumes it,
     skips the finished fold, searches the out-of-fold threshold and writes the fold-averaged submission."""
@@ -123,6 +125,8 @@ def test_a_killed_fold_is_reported_then_resumed_and_the_folds_predict_together(d
     assert (tmp_path / 'again.csv').read_bytes() == sub_path.read_bytes()
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_folds_side_by_side_with_a_fold_placeholder(data, tmp_path):
     """--jobs 2 runs two folds at once (their lines prefixed); {fold} names the directories; the
     out-of-fold search also runs from optimize_threshold.py, and its one-fold mode is unchanged."""
@@ -239,6 +243,8 @@ def test_gpu_choice_and_one_fold_per_gpu(monkeypatch, tmp_path, capfd):
     assert all('gpu ' in (tmp_path / f'f{k}.log').read_text() for k in range(3))
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_train_folds_alone_stops_the_running_fold_cleanly(data, tmp_path, sig):
     """Ctrl-C sent to train_folds.py alone (or a SIGTERM) is passed on to the running train.py, which

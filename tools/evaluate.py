@@ -8,11 +8,6 @@ row or rle is an error, never a guess. A table breaks the score down by the salt
 true masks (empty, <10 %, 10-50 %, >50 %): images, mean score and share of the lost score of
 each. The score is the last line printed.
 """
-import sys
-from pathlib import Path
-
-if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -21,11 +21,7 @@ Train on it with `train.py --data_dir OUT` (or `recipe.py --pseudo`).
 """
 import os
 import shutil
-import sys
 from pathlib import Path
-
-if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

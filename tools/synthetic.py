@@ -16,16 +16,11 @@ itself has no brightness offset.
 """
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-if __name__ == '__main__':
-    # Run as `python tools/synthetic.py`: the repo root is not on sys.path yet.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.rle import rle_encode  # noqa: E402

@@ -13,12 +13,11 @@ StratifiedKFold on coverage classes (ceil(10 x coverage): 0 for empty masks, the
 or depth deciles, and KFold for `--stratify none`. StratifiedKFold cannot reproduce the dealt
 folds, which is why it is not the default.
 """
-import sys
 import warnings
 from pathlib import Path
 
-if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file, from the root or from inside utils/: see utils/_repo_root.py
+    import _repo_root  # noqa: F401
 
 import numpy as np
 

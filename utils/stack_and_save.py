@@ -7,11 +7,8 @@ or train/masks) gets test_images.npy alone, which is all that predict*.py needs.
 
     python3 utils/stack_and_save.py --data_dir path/to/unzipped/data
 """
-import sys
-from pathlib import Path
-
-if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file, from the root or from inside utils/: see utils/_repo_root.py
+    import _repo_root  # noqa: F401
 
 from utils.cli import Parser, check_ranges
 from utils.data import data_dir_checked, stack_pngs, test_ids, train_ids
