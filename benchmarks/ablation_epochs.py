@@ -28,7 +28,6 @@ from pathlib import Path
 from threading import Lock
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Both stages of the recipe (recipe.py), at a fixed epoch count instead of minutes.
 COMMON = ('--batch_size 16 --train_augs train_112_v3 --pretrained none --scheduler cosine --amp off '

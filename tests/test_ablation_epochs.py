@@ -14,6 +14,7 @@ def run(args):
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     data = stacked_cut(tmp_path / 'data', 64, 8)
     out = tmp_path / 'ablation.md'

@@ -14,6 +14,9 @@ from bad_input_env import LITE, build, copy_env, duplicate_row, file_hashes, nan
 from conftest import ROOT
 from utils.errors import UserError, run_cli
 
+# the cases run on a small stacked cut of the real data (bad_input_env.build)
+pytestmark = pytest.mark.real_data
+
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):

@@ -20,7 +20,7 @@ import pytest
 from bad_input_env import (LITE, N_TEST, assert_refused, build, copy_env, duplicate_row, make_cycles, nan_weights,
                            rewrite_snapshot, run_scripts, write_probs)
 
-pytestmark = pytest.mark.slow  # about two minutes: a hundred processes, a few of them predicting
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]  # about two minutes: a hundred processes, a few of them predicting
 
 ENTRY_POINTS = ['utils/stack_and_save.py', 'utils/make_folds.py', 'train.py', 'train_border.py', 'optimize_threshold.py',
                 'predict.py', 'predict_tta.py', 'predict_se.py', 'predict_fold_avg.py', 'train_folds.py', 'recipe.py',

@@ -153,11 +153,17 @@ def test_a_checkpoint_with_scheduler_state_resumes(data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+# A run's options as train.py saves them (the keys --resume needs).
+RUN = {'arch': 'unet_lite', 'loss': 'BCE', 'optimizer': 'adam_1e-3', 'scheduler': 'cosine', 'train_augs': 'train_128_v3',
+       'val_augs': 'val_128', 'val_transforms': 'crop_from_128', 'batch_size': 16, 'n_epochs': 10, 'cycles': 1,
+       'fold': 0, 'seed': 42, 'limit': 0, 'border': False, 'data_dir': 'data', 'folds_csv': 'data/train_with_folds.csv'}
+
+
 def test_checkpoint_contents_are_checked(tmp_path):
     from utils.errors import UserError
     from utils.experiment import CHECKPOINT_KEYS, checkpoint_state, read_checkpoint
     state = checkpoint_state({'w': torch.ones(2)}, {'state': {}, 'param_groups': []}, None, 3, 0, [], {}, [1e-3],
-                             {'torch': torch.get_rng_state(), 'cuda': []}, 12.5, {'arch': 'unet_lite'})
+                             {'torch': torch.get_rng_state(), 'cuda': []}, 12.5, RUN)
     assert set(CHECKPOINT_KEYS) <= set(state) and state['scaler'] == {} and state['swa'] is None
     torch.save(state, tmp_path / 'good.pth')
     back = read_checkpoint(tmp_path / 'good.pth')
