@@ -36,8 +36,8 @@ OVERHEAD = 1.15
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--minutes', type=float, default=4.0,
-                   help="training budget in minutes, turned into a number of epochs before training (default 4)")
+    p.add_argument('--minutes', type=float, default=4.5,
+                   help="training budget in minutes, turned into a number of epochs before training (default 4.5)")
     p.add_argument('--epochs', type=int, default=None,
                    help="train this many epochs, without timing the CPU: the same work on every machine")
     p.add_argument('--n_train', type=int, default=800)
