@@ -243,6 +243,12 @@ def test_gpu_choice_and_one_fold_per_gpu(monkeypatch, tmp_path, capfd):
     assert all('gpu ' in (tmp_path / f'f{k}.log').read_text() for k in range(3))
 
 
+def default_sigint():
+    # A shell without job control starts background commands with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give train_folds.py the terminal's default, as a user's Ctrl-C meets it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
@@ -254,7 +260,7 @@ def test_a_signal_to_train_folds_alone_stops_the_running_fold_cleanly(data, tmp_
     with open(tmp_path / 'out', 'w') as out:
         proc = subprocess.Popen([sys.executable, 'train_folds.py', '--folds', '0', '--experiment_dir', str(exp), *FAST,
                                  '--n_epochs', '50', '--data_dir', str(data)], cwd=ROOT, stdout=out,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         deadline = time.monotonic() + 240
         while not logged_epochs(tmp_path / 'sig_fold0'):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / 'out').read_text()[-2000:]
