@@ -110,8 +110,11 @@ def _serve():
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
     import albumentations  # noqa: F401  the imports every fork would otherwise repeat
     import torch  # noqa: F401
+    import net.augmentations  # noqa: F401
+    import net.losses  # noqa: F401
     import net.models  # noqa: F401
     import net.training  # noqa: F401
+    import net.tta  # noqa: F401
     cases = json.load(sys.stdin)
     results = []
     for case in cases:

@@ -6,12 +6,7 @@ one server process that has already imported torch, torchvision and albumentatio
 those imports in a fresh interpreter for every case would dwarf the checks themselves.
 """
 import collections
-import hashlib
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bad_input_env import run_scripts, visible_lines  # the one fork-server runner of the bad-input tests
 from conftest import ROOT, cut_real
 
 LITE = ['--arch', 'unet_lite', '--pretrained', 'none', '--n_epochs', '1', '--limit', '8', '--batch_size', '4',
@@ -26,84 +22,6 @@ LITE = ['--arch', 'unet_lite', '--pretrained', 'none', '--n_epochs', '1', '--lim
 
 
 # ---------------------------------------------------------------- running scripts
-
-def file_hashes(dirs):
-    """{path: sha1} of every file under `dirs` (temporary files included: a crash may leave them)."""
-    out = {}
-    for d in dirs:
-        for p in sorted(Path(d).rglob('*')) if Path(d).is_dir() else []:
-            if p.is_file():
-                out[str(p)] = hashlib.sha1(p.read_bytes()).hexdigest()
-    return out
-
-
-def _serve():
-    """Read cases (JSON on stdin), run each script in a forked child, write results (JSON) to stdout."""
-    import runpy
-    import tempfile
-    import traceback
-    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # no update check over the network (net/augmentations.py)
-    import albumentations  # noqa: F401  the imports every fork would otherwise repeat
-    import torch  # noqa: F401
-    import net.augmentations  # noqa: F401
-    import net.losses  # noqa: F401
-    import net.models  # noqa: F401
-    import net.tta  # noqa: F401
-    cases = json.load(sys.stdin)
-    results = []
-    for case in cases:
-        before = file_hashes(case['watch'])
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            pid = os.fork()
-            if pid == 0:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                os.chdir(case['cwd'])
-                script = str(Path(case['argv'][0]).resolve())
-                sys.argv = [script] + case['argv'][1:]
-                sys.path[0] = str(Path(script).parent)  # as `python script.py` would have it
-                code = 0
-                try:
-                    runpy.run_path(script, run_name='__main__')
-                except SystemExit as e:  # as the interpreter treats it: None is 0, a message is printed with 1
-                    code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-                    if not isinstance(e.code, (int, type(None))):
-                        print(e.code, file=sys.stderr)
-                except BaseException:
-                    traceback.print_exc()
-                    code = 1
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-            _, status = os.waitpid(pid, 0)
-            out.seek(0)
-            err.seek(0)
-            results.append({'code': os.waitstatus_to_exitcode(status), 'stdout': out.read().decode(errors='replace'),
-                            'stderr': err.read().decode(errors='replace'),
-                            'before': before, 'after': file_hashes(case['watch'])})
-    json.dump(results, sys.stdout)
-
-
-def run_scripts(cases, timeout=300):
-    """Run [{'argv': [script, ...], 'watch': [dirs], 'cwd': dir}] and return one result dict per case.
-
-    Scripts are given relative to the repo root; cwd defaults to it.
-    """
-    for c in cases:
-        c['argv'] = [str(a) for a in c['argv']]
-        c['argv'][0] = str(ROOT / c['argv'][0])
-        c['watch'] = [str(d) for d in c.get('watch', [])]
-        c['cwd'] = str(c.get('cwd', ROOT))
-    r = subprocess.run([sys.executable, __file__, '--serve'], input=json.dumps(cases), capture_output=True,
-                       text=True, cwd=ROOT, timeout=timeout)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout)
-
-
-def visible_lines(stderr):
-    """The lines a terminal would show: tqdm redraws its bar after carriage returns on one line."""
-    return [line.rsplit('\r', 1)[-1].strip() for line in stderr.split('\n') if line.rsplit('\r', 1)[-1].strip()]
-
 
 def assert_one_line_error(result, phrases, prog=None):
     """Exit status 2 and exactly one `prog: error: ...` line on stderr containing every phrase."""
@@ -418,7 +336,7 @@ def results(env):
     """Every case's result, by name; one server run (the --help calls ride along)."""
     named = {name: (argv, watch) for name, (argv, _, watch) in cases(env).items()}
     named.update({name: (argv, []) for name, argv in HELP.items()})
-    out = run_scripts([{'argv': argv, 'watch': watch} for argv, watch in named.values()])
+    out = run_scripts([{'argv': argv, 'watch': watch} for argv, watch in named.values()], timeout=300)
     return dict(zip(named, out))
 
 
@@ -461,6 +379,3 @@ def test_help_lists_registered_names(results):
     assert train['code'] == 0 and 'unet_lite' in train['stdout'] and 'bce_lovasz' in train['stdout']
     assert tta['code'] == 0 and 'null_hflip' in tta['stdout']
 
-
-if __name__ == '__main__' and sys.argv[1:] == ['--serve']:
-    _serve()
