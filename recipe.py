@@ -1,25 +1,28 @@
 """A whole recipe as one command: stack, fold, train every fold in two stages, threshold, submission.
 
-    python3 recipe.py --data_dir data                            # the GPU recipe: 5 folds
+    python3 recipe.py --data_dir data                            # the GPU recipe (recipes/gpu.toml): 5 folds
     python3 recipe.py --data_dir data --preset cpu --folds 0      # the CPU recipe: one fold, 20 + 10 minutes
+    python3 recipe.py --data_dir data --recipe my.toml           # your own: a copy of recipes/cpu.toml, edited
 
-Steps (each skipped when its output is already there, so the same command resumes):
+A recipe file (recipes/*.toml; utils/recipes.py describes the format) holds each stage's train.py
+options and minutes per fold. Steps (each skipped when its output is already there, so the same
+command resumes):
 1. utils/stack_and_save.py and utils/make_folds.py --n 5, unless DATA already holds them;
-2. train_folds.py, stage 1: unet_plain_ds with BCE on the mask, the per-scale heads and the
-   salt head (combined_bce), adam 1e-3, a cosine over --stage1_minutes per fold;
-3. train_folds.py, stage 2: Lovasz fine-tuning (combined, adam 1e-4) from each fold's stage-1
-   best snapshot for --stage2_minutes, then the out-of-fold threshold and small-region size
-   over all folds' validation images, each fold's best snapshot predicting the test images with
-   hflip TTA, and their average thresholded into OUT.
+2. train_folds.py, stage 1 (the presets: unet_plain_ds with BCE on the mask, the per-scale heads and
+   the salt head, adam 1e-3), a cosine over the stage's minutes per fold;
+3. train_folds.py, stage 2 (the presets: Lovasz fine-tuning, adam 1e-4) from each fold's stage-1
+   best snapshot, then the out-of-fold threshold and small-region size over all folds' validation
+   images, each fold's best snapshot predicting the test images with hflip TTA, and their average
+   thresholded into OUT.
 
 With --pseudo, a third stage follows: tools/pseudo_labels.py adds the test images whose fold-averaged
 prediction is confident to the training set (fold -1: trained on in every fold, never validated),
-and each fold trains on for --stage3_minutes from its stage-2 best snapshot, then predicts again.
+and each fold trains on for stage 3's minutes from its stage-2 best snapshot, then predicts again.
 The out-of-fold score stays a score on true labels. OUT is then stage 3's submission and stage 2's
 is kept as EXP_s2.submission.csv.
 
 It prints the out-of-fold score (over every labeled image of the folds trained) and writes
-EXP.recipe.json with the minutes of each step and that score.
+EXP.recipe.json with the recipe, the minutes of each step and that score.
 """
 import json
 import shlex
@@ -34,36 +37,30 @@ from utils.cli import Parser, check_ranges, check_with
 from utils.errors import UserError, run_cli
 from utils.data import data_dir_checked, test_ids, train_ids
 from utils.io import check_output, guard_data_dir, save_json
+from utils.recipes import as_argv, load_recipe, preset_names, preset_path
 
 ROOT = Path(__file__).resolve().parent
-
-COMMON = ['--train_augs', 'train_112_v3', '--val_augs', 'val_112',
-          '--val_transforms', 'crop_from_112', '--n_epochs', '100000', '--schedule_by', 'time']
-
-# minutes per fold: (stage 1, stage 2, stage 3 with --pseudo); the batch size; extra train.py options
-PRESETS = {
-    'gpu': {'minutes': (1.2, 0.5, 0.5), 'batch_size': 32, 'extra': []},
-    'cpu': {'minutes': (20.0, 10.0, 10.0), 'batch_size': 16, 'extra': []},
-    # for the test suite: seconds per stage on a few images
-    'smoke': {'minutes': (0.05, 0.03, 0.03), 'batch_size': 8, 'extra': ['--limit', '32']},
-}
-
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n')[0])
     p.add_argument('--data_dir', default='data', help="the competition's data (train.csv, train/, test/, ...)")
-    p.add_argument('--preset', default='gpu', choices=sorted(PRESETS))
-    p.add_argument('--folds', default='0-4', help="folds to train (default 0-4)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--preset', default=None, choices=preset_names(),
+                   help="a recipe of recipes/ by name: recipes/PRESET.toml (default gpu)")
+    g.add_argument('--recipe', default=None, metavar='FILE',
+                   help="a recipe file (TOML, as recipes/*.toml): each stage's train.py options and minutes per fold")
+    p.add_argument('--folds', default=None, help="folds to train (default: the recipe's, 0-4 in the presets)")
     p.add_argument('--experiment_dir', default=None,
-                   help="runs go to EXP_s1_fold{k} and EXP_s2_fold{k} (default experiments/recipe_PRESET)")
-    p.add_argument('--stage1_minutes', type=float, default=None, help="per fold (default: the preset's)")
-    p.add_argument('--stage2_minutes', type=float, default=None, help="per fold (default: the preset's)")
-    p.add_argument('--stage3_minutes', type=float, default=None, help="per fold, with --pseudo (default: the preset's)")
+                   help="runs go to EXP_s1_fold{k} and EXP_s2_fold{k} (default experiments/recipe_NAME, NAME the "
+                        "recipe file's name)")
+    p.add_argument('--stage1_minutes', type=float, default=None, help="per fold (default: the recipe's)")
+    p.add_argument('--stage2_minutes', type=float, default=None, help="per fold (default: the recipe's)")
+    p.add_argument('--stage3_minutes', type=float, default=None, help="per fold, with --pseudo (default: the recipe's)")
     p.add_argument('--pseudo', action='store_true',
                    help="a third stage on the labeled images plus the confident test masks (tools/pseudo_labels.py)")
     p.add_argument('--pseudo_dir', default=None, help="the pseudo-labeled data folder (default EXP_pseudo_data)")
-    p.add_argument('--batch_size', type=int, default=None, help="default: the preset's")
-    p.add_argument('--arch', default='unet_plain_ds', help="the architecture of both stages")
+    p.add_argument('--batch_size', type=int, default=None, help="default: the recipe's")
+    p.add_argument('--arch', default=None, help="the architecture of every stage (default: the recipe's)")
     p.add_argument('--train_args', default='', help="more train.py options for both stages, one quoted string")
     p.add_argument('--stage1_args', default='', help="more train.py options for stage 1 (they win over the recipe's)")
     p.add_argument('--stage2_args', default='', help="more train.py options for stage 2 (and stage 3)")
@@ -113,15 +110,24 @@ def run(step, cmd):
     return (time.monotonic() - t0) / 60
 
 
+def read_recipe(args):
+    """The Recipe that --recipe or --preset names (default: the gpu preset), checked against train.py's options."""
+    from net.training import build_parser
+    path = Path(args.recipe) if args.recipe else preset_path(args.preset or 'gpu')
+    return load_recipe(path, build_parser().actions())
+
+
 def main(args=None):
     args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    preset = PRESETS[args.preset]
-    m1 = args.stage1_minutes or preset['minutes'][0]
-    m2 = args.stage2_minutes or preset['minutes'][1]
-    m3 = args.stage3_minutes or preset['minutes'][2]
-    batch = args.batch_size or preset['batch_size']
+    recipe = read_recipe(args)
+    print(f"recipe {recipe.name} ({recipe.path}): {recipe.description}", flush=True)
+    m1 = args.stage1_minutes or recipe.minutes[0]
+    m2 = args.stage2_minutes or recipe.minutes[1]
+    m3 = args.stage3_minutes or recipe.minutes[2]
+    folds = args.folds or recipe.folds
+    overrides = {k: v for k, v in (('arch', args.arch), ('batch_size', args.batch_size)) if v is not None}
     data = Path(args.data_dir)
-    exp = Path(args.experiment_dir or f'experiments/recipe_{args.preset}')
+    exp = Path(args.experiment_dir or f'experiments/recipe_{recipe.name}')
     out = Path(args.out) if args.out else exp.with_name(exp.name + '.submission.csv')
     amp = args.amp
     if amp == 'auto':
@@ -129,30 +135,29 @@ def main(args=None):
     minutes = {}
     t0 = time.monotonic()
 
-    def options(data_dir):
-        return [*COMMON, '--arch', args.arch, '--batch_size', str(batch), '--data_dir', data_dir, '--device',
-                args.device, '--amp', amp, *preset['extra'], *shlex.split(args.train_args)]
+    def options(stage, data_dir, stage_minutes, extra):
+        """train_folds.py's options for every fold of `stage`: the recipe's, the overrides, the user's strings."""
+        return ['--folds', folds, '--data_dir', data_dir, '--device', args.device, '--amp', amp,
+                *as_argv({**recipe.options(stage), **overrides}), '--max_minutes', stage_minutes,
+                *shlex.split(args.train_args), *shlex.split(extra)]
 
-    def fine_tune(run_dir, data_dir, stage_minutes, init, submission):
-        """Stage 2 (and 3): Lovasz fine-tuning of every fold from `init`'s best, then the fold-averaged submission."""
-        return ['train_folds.py', '--folds', args.folds, '--experiment_dir', run_dir, *options(data_dir),
-                '--loss', 'combined', '--optimizer', 'adam_1e-4', '--max_minutes', stage_minutes,
-                '--init', f'{init}_fold{{fold}}', *shlex.split(args.stage2_args),
+    def fine_tune(stage, run_dir, data_dir, stage_minutes, init, submission):
+        """Stage 2 (and 3): fine-tuning of every fold from `init`'s best, then the fold-averaged submission."""
+        return ['train_folds.py', '--experiment_dir', run_dir,
+                *options(stage, data_dir, stage_minutes, args.stage2_args), '--init', f'{init}_fold{{fold}}',
                 '--predict', '--tta', args.tta, '--out', submission]
 
     s1, s2, s3 = f'{exp}_s1', f'{exp}_s2', f'{exp}_s3'
     out2 = Path(f'{s2}.submission.csv') if args.pseudo else out
     pseudo = Path(args.pseudo_dir or f'{exp}_pseudo_data')
-    commands = {'stage 1': ['train_folds.py', '--folds', args.folds, '--experiment_dir', s1, *options(data),
-                            '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--max_minutes', m1,
-                            *shlex.split(args.stage1_args)],
-                'stage 2 + predict': fine_tune(s2, data, m2, s1, out2)}
+    commands = {'stage 1': ['train_folds.py', '--experiment_dir', s1, *options('stage1', data, m1, args.stage1_args)],
+                'stage 2 + predict': fine_tune('stage2', s2, data, m2, s1, out2)}
     if args.pseudo:
         if not (pseudo / 'pseudo_labels.json').is_file():
             commands['pseudo-labels'] = [
                 '-m', 'tools.pseudo_labels', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',
                 '--min_size', 'auto', '--oof', f'{s2}.oof.best.json', '--out', pseudo, '--overwrite']
-        commands['stage 3 + predict'] = fine_tune(s3, pseudo, m3, s2, out)
+        commands['stage 3 + predict'] = fine_tune('stage3', s3, pseudo, m3, s2, out)
     data_dir_checked(data)
     for step, cmd in commands.items():  # every stage's options, before the first one runs
         check_stage(step, cmd)
@@ -175,7 +180,9 @@ def main(args=None):
     oof_path = Path(f'{last}.oof.best.json')
     oof = json.loads(oof_path.read_text()) if oof_path.is_file() else {}
     stages = [m1, m2, m3] if args.pseudo else [m1, m2]
-    record = {'preset': args.preset, 'folds': args.folds, 'arch': args.arch, 'stage_minutes_per_fold': stages, 'batch_size': batch,
+    record = {'recipe': str(recipe.path), 'preset': recipe.name, 'folds': folds,
+              'arch': overrides.get('arch', recipe.train.get('arch')), 'stage_minutes_per_fold': stages,
+              'batch_size': overrides.get('batch_size', recipe.train.get('batch_size')),
               'minutes': minutes, 'total_minutes': total, 'submission': str(out),
               'out_of_fold_score': oof.get('score'), 'out_of_fold_score_with_min_size': oof.get('score_with_min_size'),
               'threshold': oof.get('threshold'), 'min_size': oof.get('min_size'), 'images': oof.get('images'),
@@ -187,7 +194,7 @@ def main(args=None):
                                    if k != 'ids'}
     save_json(exp.with_name(exp.name + '.recipe.json'), record)
     score = oof.get('score_with_min_size') or oof.get('score')
-    print(f"\nrecipe {args.preset}: {total:.1f} min; out-of-fold score "
+    print(f"\nrecipe {recipe.name}: {total:.1f} min; out-of-fold score "
           f"{'-' if score is None else f'{score:.4f}'} over {oof.get('images')} images (threshold {oof.get('threshold')}, "
           f"min size {oof.get('min_size')}); submission {out}")
     return record

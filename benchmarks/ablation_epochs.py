@@ -29,11 +29,20 @@ from threading import Lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Both stages of the recipe (recipe.py), at a fixed epoch count instead of minutes.
-COMMON = ('--batch_size 16 --train_augs train_112_v3 --pretrained none --scheduler cosine --amp off '
-          '--fold 0 --overwrite')
-STAGE1 = '--loss combined_bce --optimizer adam_1e-3'
-STAGE2 = '--loss combined --optimizer adam_1e-4'
+# Both stages of a recipe file (recipes/cpu.toml unless --recipe says), at a fixed epoch count instead of
+# minutes: its shared options less the architecture (--arch) and the time schedule, which become these.
+BY_EPOCH = '--pretrained none --scheduler cosine --amp off --fold 0 --overwrite'
+NOT_TAKEN = ('arch', 'schedule_by', 'n_epochs')
+
+
+def recipe_stages(path):
+    """(shared options, stage-1 options, stage-2 options) of the recipe file `path`, as command-line strings."""
+    from net.training import build_parser
+    from utils.recipes import as_argv, load_recipe
+    r = load_recipe(path, build_parser().actions())
+    shared = ' '.join(as_argv({k: v for k, v in r.train.items() if k not in NOT_TAKEN}))
+    return f"{shared} {BY_EPOCH}".strip(), ' '.join(as_argv(r.stages['stage1'])), ' '.join(as_argv(r.stages['stage2']))
+
 
 # key: (what the row changes, stage-1 options, stage-2 options, scoring options). Options of a row
 # come after the recipe's, so they win. {arch} is the ablation's architecture, {w} its width suffix
@@ -68,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument('--arch', default='unet_plain_ds_w8',
                    help="the recipe's architecture for every row (default unet_plain_ds_w8, the screening width; "
                         "unet_plain_ds is the recipe's)")
+    p.add_argument('--recipe', default=str(ROOT / 'recipes' / 'cpu.toml'),
+                   help="the recipe file whose two stages every row runs (default recipes/cpu.toml)")
     p.add_argument('--rows', default=','.join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
     p.add_argument('--jobs', type=int, default=2, help="rows trained at the same time")
     p.add_argument('--threads', type=int, default=1, help="torch threads of each row")
@@ -84,6 +95,11 @@ def parse_args(argv=None):
     if e1 < 1 or e2 < 1 or args.jobs < 1 or args.threads < 1:
         p.error("--epochs, --jobs and --threads must be positive")
     args.e1, args.e2 = e1, e2
+    from utils.errors import UserError
+    try:
+        args.common, args.stage1, args.stage2 = recipe_stages(args.recipe)
+    except UserError as e:
+        p.error(str(e))
     return args
 
 
@@ -98,8 +114,8 @@ def row_commands(key, args, exp):
     o1, o2 = o1.format(w=w), o2.format(w=w)
     data = f"--data_dir {args.data_dir}"
     s1 = exp / 'stage1'
-    c1 = (f"--arch {args.arch} {COMMON} {STAGE1} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
-    c2 = (f"--arch {args.arch} {COMMON} {STAGE2} --n_epochs {args.e2} {data} --init {s1} "
+    c1 = (f"--arch {args.arch} {args.common} {args.stage1} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
+    c2 = (f"--arch {args.arch} {args.common} {args.stage2} --n_epochs {args.e2} {data} --init {s1} "
           f"--experiment_dir {exp / 'stage2'} {o2}")
     return c1, c2
 
@@ -203,9 +219,9 @@ def write_table(args, results, path):
              f"seed 42 unless the row says, {args.jobs} row(s) at a time on {args.threads} thread(s) each "
              f"({cpu}). Every row runs the recipe's two stages with the options shown added:",
              "",
-             f"- stage 1: `python3 train.py --arch {args.arch} {COMMON} {STAGE1} --n_epochs {args.e1} "
+             f"- stage 1: `python3 train.py --arch {args.arch} {args.common} {args.stage1} --n_epochs {args.e1} "
              f"--data_dir DATA --experiment_dir EXP/stage1`",
-             f"- stage 2: `python3 train.py --arch {args.arch} {COMMON} {STAGE2} --n_epochs {args.e2} "
+             f"- stage 2: `python3 train.py --arch {args.arch} {args.common} {args.stage2} --n_epochs {args.e2} "
              f"--data_dir DATA --init EXP/stage1 --experiment_dir EXP/stage2`",
              "",
              "Scores: stage 2's best snapshot at the threshold searched on its validation masks, then with hflip "

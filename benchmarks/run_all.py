@@ -1,4 +1,5 @@
-"""Run the benchmarks, print a compact table and write it as markdown (benchmarks/results.md).
+"""Run the benchmarks, print a compact table and write it as markdown (benchmarks/latest.md; the dated
+history of measurements, benchmarks/results.md, is kept by hand and never overwritten).
 
     python benchmarks/run_all.py                      # everything (long: the WiderResNets, 18000 images)
     python benchmarks/run_all.py --quick              # a few minutes: two archs, smaller inputs, 1 round
@@ -49,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument('--data_dir', default=os.environ.get('SALT_REAL_DATA', str(ROOT.parent / 'shared' / 'tgs')),
                    help="the real (unzipped) competition data; only read")
     p.add_argument('--work', default='/tmp/salt_bench', help="scratch folder for stacked copies and synthetic inputs")
-    p.add_argument('--out', default=str(BENCH / 'results.md'), help="markdown report (a .json of raw figures beside it)")
+    p.add_argument('--out', default=str(BENCH / 'latest.md'),
+                   help="markdown report (a .json of raw figures beside it); default benchmarks/latest.md")
     args = p.parse_args(argv)
     args.parts = [x.strip() for x in args.parts.split(',') if x.strip()]
     bad = [x for x in args.parts if x not in PARTS]

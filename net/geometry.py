@@ -1,14 +1,15 @@
 """One record per input geometry: how a preset places the 101x101 tile for the model, in training, in
 validation and back.
 
-``--train_augs NAME`` picks a preset; its validation input, back-transform and input size follow from
+``--input NAME`` (pad112, pad128, resize128, resize128_affine, resize202_pad256) or its alias
+``--train_augs PRESET`` picks a preset; its validation input, back-transform and input size follow from
 it. ``--val_augs`` / ``--val_transforms`` may still name them explicitly (the original's commands do):
 ``inputs_for`` checks such names against the preset, the one place where they are checked.
 
 The presets (input is always the 101x101 TGS tile):
 
 =================  ======================================  ===================  ========================
-train aug          what it does                            paired val aug       back transform
+train aug (input)  what it does                            paired val aug       back transform
 =================  ======================================  ===================  ========================
 train_128_v1       hflip, mild brightness/contrast,        val_128_resize       resize_from_any
                    resize 101->128
@@ -54,6 +55,25 @@ PRESETS = {g.name: g for g in (
     Geometry('train_256_v1', aug.train_256_v1, 'train_256_v1', 'val_256', 'crop_resize_from_256', 256),
     Geometry('train_112_v3', aug.train_112_v3, 'train_112_v3', 'val_112', 'crop_from_112', 112),
 )}
+
+
+# --input NAME: a geometry by what it does to the 101x101 tile. --train_augs takes the preset names, an
+# alias of the same choice: both set the run's train_augs.
+INPUTS = {'pad112': 'train_112_v3', 'pad128': 'train_128_v3', 'resize128': 'train_128_v1',
+          'resize128_affine': 'train_128_v2', 'resize202_pad256': 'train_256_v1'}
+
+
+def input_preset(name):
+    """The --train_augs preset that --input `name` stands for (argparse type: a bad name is a usage error)."""
+    import argparse
+    if name not in INPUTS:
+        raise argparse.ArgumentTypeError(f"unknown input {name!r}; pick one of {', '.join(INPUTS)}")
+    return INPUTS[name]
+
+
+def input_name(train_augs):
+    """The --input name of a preset."""
+    return next(k for k, v in INPUTS.items() if v == train_augs)
 
 
 def preset(name):

@@ -3,6 +3,8 @@ optimizer, then net.loop.fit, and the summary it prints.
 
 The entry points only parse and call `main`; a --resume run takes its config from the checkpoint.
 """
+import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 
 from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
-from net.geometry import PRESETS, preset, run_inputs, tile_window
+from net.geometry import INPUTS, PRESETS, input_name, input_preset, preset, run_inputs, tile_window
 from net.loader import TrainBatches
 from net.loop import fit
 from net.losses import LOSSES, TileWindowLoss, build_loss
@@ -18,7 +20,9 @@ from net.models import ARCHITECTURES, build_model
 from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
 from net.small_crops import with_small_crops
 from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
-from utils.cli import DEVICE_RANGES, SEED_RANGE, Parser, check_ranges, data_options, device_options, given_options
+from net.config import GROUPS, RESUME_MAY_CHANGE, TrainConfig
+from utils.cli import Parser, check_ranges, given_options
+from utils.config import add_options, from_namespace, ranges_of, saved_dict
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
 from utils.errors import UserError
 from utils.experiment import Experiment, read_checkpoint, resolve_snapshot
@@ -35,95 +39,45 @@ def registries():
                 train_augs=PRESETS, val_augs=VAL_AUGS, val_transforms=BACK_TRANSFORMS)
 
 
+def build_parser(border=False):
+    """train.py's (border=True: train_border.py's) parser, generated from TrainConfig's fields."""
+    p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION)
+    groups = add_options(p, TrainConfig, defaults=BORDER_DEFAULTS if border else None, groups=GROUPS)
+    groups['input'].add_argument(
+        '--input', dest='train_augs', type=input_preset, default=argparse.SUPPRESS, metavar='{' + ','.join(INPUTS) + '}',
+        help="the input geometry: pad112 / pad128 (reflect-101 pad of the tile), resize128 (resize, mild augmentation), "
+             "resize128_affine, resize202_pad256; it fixes the train augmentation, the validation input, its "
+             "back-transform and the input size (default resize128)")
+    g = groups['run'].add_mutually_exclusive_group()
+    for name in ('resume', 'overwrite'):
+        g.add_argument(f'--{name}', action='store_true', help=TrainConfig.__dataclass_fields__[name].metadata['help'])
+    return p
+
+
+# train_border.py's own defaults.
+BORDER_DEFAULTS = {'arch': 'wide_resnet_border', 'loss': 'boundary_bce'}
+
+
 def parse_args(argv=None, border=False):
-    reg = registries()
-    p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION, parents=[data_options(), device_options()])
-    p.add_argument('--arch', default='wide_resnet_border' if border else 'unet_resnet34_v1', choices=sorted(reg['arch']))
-    p.add_argument('--loss', default='boundary_bce' if border else 'BCE', choices=sorted(reg['loss']))
-    p.add_argument('--loss_region', default='full', choices=['full', 'center'],
-                   help="center: the loss sees only the fixed central 101x101 window of the input, where a padding "
-                        "preset (train_112_v3, train_128_v3) puts the tile, not its reflect-101 pad")
-    p.add_argument('--small_crops', type=float, default=0, metavar='F',
-                   help="add F x (training images) synthetic samples, corner crops of training tiles holding 50-300 "
-                        "salt pixels resized back to 101x101, at loss weight 0.5 (0: none)")
-    p.add_argument('--optimizer', default='adam_1e-4', choices=sorted(reg['optimizer']))
-    p.add_argument('--lr', type=float, default=None,
-                   help="learning rate instead of the optimizer name's (e.g. scaled up with a larger --batch_size)")
-    p.add_argument('--scheduler', default='step_50_05', choices=sorted(reg['scheduler']))
-    p.add_argument('--train_augs', default='train_128_v1', choices=sorted(reg['train_augs']),
-                   help="input preset: the train augmentation, which also fixes the validation input, its "
-                        "back-transform and the input size")
-    p.add_argument('--val_augs', default=None, choices=sorted(reg['val_augs']),
-                   help="validation input transform (default: the --train_augs preset's)")
-    p.add_argument('--val_transforms', default=None, choices=sorted(reg['val_transforms']),
-                   help="back-transform to 101x101 (default: the one that undoes --val_augs)")
-    p.add_argument('--batch_size', type=int, default=32)
-    p.add_argument('--val_batch_size', type=int, default=64)
-    p.add_argument('--n_epochs', type=int, default=None, help="epochs (default 200; with --resume, the run's own)")
-    p.add_argument('--cycles', type=int, default=1,
-                   help="snapshot ensembling: restart the schedule this many times; snapshots of cycle k go to snapshots/cycle_k/")
-    p.add_argument('--fold', type=int, default=0)
-    p.add_argument('--folds_csv', default=None, help="folds file (default: DATA_DIR/train_with_folds.csv)")
-    p.add_argument('--experiment_dir', required=True)
-    p.add_argument('--pretrained', default='auto',
-                   help="encoder weights: auto (ImageNet weights where the encoder has them and they are cached or "
-                        "downloadable, else from scratch, quietly), imagenet (the same, with a warning when they "
-                        "cannot be had), none, or a path to an encoder state dict")
-    p.add_argument('--init', default=None, metavar='SNAPSHOT',
-                   help="start from all weights of a snapshot of the same --arch, or of an experiment directory's best "
-                        "snapshot (e.g. a BCE run, to fine-tune with lovasz)")
-    p.add_argument('--keep_snapshots', type=int, default=0, metavar='K',
-                   help="keep only the K best snapshots of each cycle (with their validation masks), deleting the "
-                        "others as they fall out (0: keep all; a wide_resnet snapshot is about 450 MB)")
-    p.add_argument('--seed', type=int, default=42)
-    p.add_argument('--max_minutes', type=float, default=0,
-                   help="stop cleanly (validation, snapshot, log) once this much training time is spent (0: no limit)")
-    p.add_argument('--schedule_by', default='epoch', choices=['epoch', 'time'],
-                   help="time: with --max_minutes, the learning rate follows a cosine over the time budget")
-    p.add_argument('--swa', type=float, default=0, metavar='SHARE',
-                   help="stochastic weight averaging over the last SHARE (0-1) of the epochs, or of the time budget "
-                        "with --schedule_by time; the averaged model is saved under snapshots/swa/ (0: off)")
-    p.add_argument('--loader', default='auto', choices=['auto', 'device', 'prefetch'],
-                   help="device: the fold stays on the device (GPU or CPU) and whole batches are augmented there "
-                        "(auto, the faster on both); prefetch: albumentations image by image on a background thread "
-                        "(auto with --workers N)")
-    p.add_argument('--tensorboard', action='store_true',
-                   help="also write each epoch's losses, validation metrics, learning rate, time and the loss's "
-                        "terms to EXP/tensorboard/ (tensorboard --logdir EXP/tensorboard)")
-    p.add_argument('--limit', type=int, default=0, help="use only the first N training and N//4 validation images (smoke tests)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument('--resume', action='store_true', help="continue the run in --experiment_dir from its last epoch")
-    g.add_argument('--overwrite', action='store_true', help="delete the run in --experiment_dir and start again")
-    args = p.parse_args(argv)
-    if args.lr is not None and not args.lr > 0:
-        p.error(f"--lr must be a positive number; got {args.lr}")
-    if not args.small_crops >= 0:
-        p.error(f"--small_crops is a share of the training images, 0 or more (e.g. 0.25); got {args.small_crops}")
-    if args.keep_snapshots < 0:
-        p.error(f"--keep_snapshots must be 0 (keep all) or more; got {args.keep_snapshots}")
+    """The TrainConfig of a command line (checked: ranges, then the checks across fields)."""
+    p = build_parser(border)
+    ns = p.parse_args(argv)
+    if not ns.small_crops >= 0:
+        p.error(f"--small_crops is a share of the training images, 0 or more (e.g. 0.25); got {ns.small_crops}")
+    if ns.keep_snapshots < 0:
+        p.error(f"--keep_snapshots must be 0 (keep all) or more; got {ns.keep_snapshots}")
     for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+        if getattr(ns, name) is not None and getattr(ns, name) < 1:
             p.error(f"--{name} must be at least 1")
-    if args.cycles > (args.n_epochs or 200):
-        p.error(f"--cycles {args.cycles} is more than --n_epochs {args.n_epochs}")
-    if not 0 <= args.swa < 1:
-        p.error(f"--swa is the share of the run to average, between 0 and 1 (e.g. 0.25); got {args.swa}")
-    if args.swa and args.cycles > 1:
-        p.error("--swa and --cycles do not go together: average a cycled run's snapshots with predict_se.py instead")
-    check_ranges(p, args, {**TRAIN_RANGES, **DEVICE_RANGES})
-    args.border = border
-    args.given = given_options(p, argv)
-    return args
+    config = from_namespace(TrainConfig, ns, border=border, given=frozenset(given_options(p, argv)))
+    config.check(p.error)
+    check_ranges(p, config, TRAIN_RANGES)
+    return config
 
 
 # Every numeric option of train.py and train_border.py, with its range (checked at parse time).
-TRAIN_RANGES = {'lr': (0, 10.0), 'batch_size': (1, 1 << 16), 'val_batch_size': (1, 1 << 16), 'n_epochs': (1, 10 ** 7),
-                'cycles': (1, 10 ** 6), 'fold': (0, 10 ** 6), 'keep_snapshots': (0, 10 ** 6), 'seed': SEED_RANGE,
-                'max_minutes': (0, 10 ** 7), 'swa': (0, 1), 'limit': (0, 10 ** 9)}
-# Options that --resume may change (the README's list); device and logging options are not part of the run.
-RESUME_MAY_CHANGE = {'n_epochs', 'max_minutes', 'keep_snapshots'}
-RUNTIME = {'device', 'amp', 'channels_last', 'compile', 'workers', 'threads', 'loader', 'tensorboard', 'experiment_dir',
-           'resume', 'overwrite', 'given', 'border'}
+TRAIN_RANGES = ranges_of(TrainConfig)
+RUNTIME = {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata['saved']} | {'experiment_dir', 'border'}
 
 
 def check_resume_options(args, config, exp):
@@ -150,11 +104,9 @@ def check_resume_options(args, config, exp):
 def build_config(args, quiet=False, given=None):
     data_dir = Path(args.data_dir or 'data').resolve()
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
-    keys = ['arch', 'loss', 'optimizer', 'scheduler', 'train_augs', 'val_augs', 'val_transforms', 'batch_size',
-            'val_batch_size', 'n_epochs', 'cycles', 'fold', 'pretrained', 'seed', 'max_minutes', 'schedule_by',
-            'limit', 'border', 'init', 'swa', 'lr', 'keep_snapshots', 'loss_region', 'small_crops']
-    config = {k: getattr(args, k) for k in keys}
+    config = saved_dict(args)
     config['n_epochs'] = args.n_epochs or 200
+    config['input'] = input_name(args.train_augs)
     config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
     if config['loss_region'] == 'center':
         tile_window(args.train_augs, config['val_augs'])  # refused here, before anything is written
@@ -169,8 +121,6 @@ def build_config(args, quiet=False, given=None):
     init = args.init
     if init and (given is None or 'init' in given):
         init = resolve_snapshot(init)
-    if not quiet:
-        args.init = init
     config['init'] = str(Path(init).resolve()) if init else None
     config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
                   command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))

@@ -19,6 +19,7 @@ import pytest
 
 from bad_input_env import (LITE, N_TEST, assert_refused, build, copy_env, duplicate_row, make_cycles, nan_weights,
                            rewrite_snapshot, run_scripts, write_probs)
+from conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]  # about two minutes: a hundred processes, a few of them predicting
 
@@ -99,7 +100,8 @@ def tf(c, *more, exp=None):
 
 
 def recipe(c, *more):
-    return ['--preset', 'smoke', '--folds', '0', '--data_dir', c['data'], '--experiment_dir', c['root'] / 'r',
+    preset = [] if '--recipe' in more else ['--preset', 'smoke']
+    return [*preset, '--folds', '0', '--data_dir', c['data'], '--experiment_dir', c['root'] / 'r',
             '--device', 'cpu', *more]
 
 
@@ -295,6 +297,8 @@ def rows():
         (5, PF, '--oof with min_size -4', lambda c: (fold_avg(c, '--min_size', 'auto', '--oof', json_file(c, {'threshold': 0.5, 'min_size': -4})), ["'min_size'"])),
         (5, TF, "fold's train_config.json fold 'zero'", lambda c: (config_edit(c, lambda cfg: {'fold': 'zero'}, a_dir(c['root'] / 'tf_fold0') / 'train_config.json'), tf(c))[1:] + (["'fold'"],)),
         (5, R, "stage 1 fold's train_config.json is a list", lambda c: ((a_dir(c['root'] / 'r_s1_fold0') / 'train_config.json').write_text('[]'), recipe(c))[1:] + (['train_config.json', 'list'],)),
+        (5, R, 'a recipe file with an unknown option', lambda c: (recipe(c, '--recipe', recipe_file(c, ('limit = 32', 'limt = 32'))), ['mine.toml', 'limt', 'not a train.py option'])),
+        (5, R, 'a recipe file that is not TOML', lambda c: (recipe(c, '--recipe', recipe_file(c, ('[stage1]', '[stage1'))), ['mine.toml', 'not valid TOML'])),
         (5, PL, '--oof of []', lambda c: (pseudo(c, '--th', 'auto', '--oof', json_file(c, [])), ['oof.json'])),
         # 6. options on --resume
         (6, T, '--resume --lr 0.5', lambda c: (resume(c, '--lr', '0.5'), ['--lr', '--resume'])),
@@ -351,6 +355,13 @@ def broken_link(c, name):
 def best_json(c, record):
     from utils.experiment import best_json_path
     best_json_path(c['masks']).write_text(json.dumps(record))
+
+
+def recipe_file(c, edit):
+    """A user's recipe: the smoke preset's file with `edit` (old, new) applied."""
+    p = c['out'] / 'mine.toml'
+    p.write_text((ROOT / 'recipes' / 'smoke.toml').read_text().replace(*edit))
+    return p
 
 
 def json_file(c, record):

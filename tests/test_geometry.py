@@ -95,3 +95,26 @@ def test_snapshot_transforms_and_their_overrides():
     # A snapshot's own names are taken as they are (earlier versions' snapshots predict unchanged).
     old = {'val_augs': 'val_256', 'val_transforms': 'crop_resize_from_256'}
     assert transforms_for(old) == (aug.val_256, aug.crop_resize_from_256)
+
+
+def test_every_preset_has_one_input_name():
+    assert sorted(geo.INPUTS.values()) == sorted(geo.PRESETS)
+    for name, train_augs in geo.INPUTS.items():
+        assert geo.input_name(train_augs) == name
+
+
+def test_input_option_is_train_augs_by_its_geometry(capsys):
+    from net.training import build_config, parse_args
+    a = parse_args(['--input', 'pad128', '--experiment_dir', 'x'])
+    assert a.train_augs == 'train_128_v3' and 'train_augs' in a.given
+    config = build_config(a, quiet=True)
+    assert config['input'] == 'pad128' and (config['val_augs'], config['val_transforms']) == ('val_128', 'crop_from_128')
+    # the two names of one choice: the later one on the command line wins, as for any repeated option
+    assert parse_args(['--input', 'pad112', '--train_augs', 'train_256_v1', '--experiment_dir', 'x']).train_augs == 'train_256_v1'
+    assert parse_args(['--train_augs', 'train_256_v1', '--input', 'pad112', '--experiment_dir', 'x']).train_augs == 'train_112_v3'
+    assert parse_args(['--experiment_dir', 'x']).train_augs == 'train_128_v1'  # the original's default: resize128
+    with pytest.raises(SystemExit) as e:
+        parse_args(['--input', 'pad100', '--experiment_dir', 'x'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert 'pad100' in err and 'resize202_pad256' in err and len(err.strip().splitlines()) == 1

@@ -16,7 +16,10 @@ def test_recipe_smoke_runs_every_step_and_resumes(tmp_path):
     from conftest import cut_real
     data = cut_real(tmp_path / 'data', 48, 12)  # raw PNGs: the recipe stacks and folds them itself
     exp = tmp_path / 'exp' / 'r'
-    cmd = [sys.executable, 'recipe.py', '--preset', 'smoke', '--data_dir', str(data), '--folds', '0-1',
+    # a user's own recipe: a copy of a preset's file, edited
+    mine = tmp_path / 'mine.toml'
+    mine.write_text((ROOT / 'recipes' / 'smoke.toml').read_text().replace('batch_size = 8', 'batch_size = 4'))
+    cmd = [sys.executable, 'recipe.py', '--recipe', str(mine), '--data_dir', str(data), '--folds', '0-1',
            '--experiment_dir', str(exp), '--device', 'cpu']
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -26,7 +29,10 @@ def test_recipe_smoke_runs_every_step_and_resumes(tmp_path):
             assert (exp.parent / f'r_{stage}_fold{k}' / 'summary.json').is_file()
     cfg = json.loads((exp.parent / 'r_s2_fold1' / 'train_config.json').read_text())
     assert cfg['init'].startswith(str(exp.parent / 'r_s1_fold1')) and cfg['loss'] == 'combined'
+    assert cfg['batch_size'] == 4 and cfg['schedule_by'] == 'time' and cfg['train_augs'] == 'train_112_v3'
+    assert json.loads((exp.parent / 'r_s1_fold0' / 'train_config.json').read_text())['loss'] == 'combined_bce'
     record = json.loads((exp.parent / 'r.recipe.json').read_text())
+    assert record['recipe'] == str(mine) and record['batch_size'] == 4
     sub = pd.read_csv(record['submission'], dtype=str, keep_default_na=False)
     assert list(sub.columns) == ['id', 'rle_mask'] and len(sub) == 12
     assert record['images'] == 2 * 8  # --limit 32 validates 32 // 4 images of each fold

@@ -1,5 +1,8 @@
 """Argument parsing shared by the scripts: parent parsers for options several scripts take."""
 import argparse
+from dataclasses import dataclass
+
+from utils.config import add_options, option, ranges_of
 
 
 class Parser(argparse.ArgumentParser):
@@ -7,6 +10,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def actions(self):
+        """{name: action} of every long option, by its name without the dashes (--train_augs: train_augs),
+        for checking a file of options, e.g. a recipe, against the parser."""
+        return {o[2:]: a for a in self._actions for o in a.option_strings if o.startswith('--')}
 
     def parse_known_args(self, args=None, namespace=None):
         # A script's own parser (the one with --help) starts a command: the inputs that an earlier command of
@@ -18,7 +26,6 @@ class Parser(argparse.ArgumentParser):
 
 
 # Ranges of the numeric options that several scripts share: (lowest, highest), None for no bound.
-DEVICE_RANGES = {'workers': (-1, 1024), 'threads': (0, 4096)}
 SEED_RANGE = (0, 2 ** 32 - 1)  # what numpy's and torch's generators take
 
 
@@ -86,24 +93,32 @@ def data_options():
     return p
 
 
+@dataclass(frozen=True)
+class DeviceOptions:
+    """How a script runs (never saved with a run): the device options of train.py and the predict scripts."""
+    device: str = option('auto', "auto (CUDA when present, else CPU), cpu, cuda or cuda:N", group='device', saved=False)
+    amp: str = option('auto', "mixed precision: auto = bf16 on CUDA that supports it, else fp16 with a scaler; off on "
+                              "CPU, where bf16 is opt-in (faster training on CPUs with AMX, e.g. Xeon Sapphire Rapids; "
+                              "emulated and slower elsewhere)",
+                      group='device', saved=False, choices=('auto', 'off', 'bf16', 'fp16'))
+    channels_last: str = option('auto', "NHWC memory layout (auto = on: faster on CUDA and on CPU alike)",
+                                group='device', saved=False, choices=('auto', 'on', 'off'))
+    compile: str | None = option(None, "torch.compile the model, with this mode (reduce-overhead: CUDA graphs, fewer "
+                                       "launches); the first epoch pays for the compilation",
+                                 group='device', saved=False, nargs='?', const='default',
+                                 choices=('default', 'reduce-overhead', 'max-autotune'))
+    workers: int = option(-1, "data loader worker processes, for the per-image path (--loader prefetch); -1: none",
+                          group='device', saved=False, range=(-1, 1024))
+    threads: int = option(0, "CPU threads for torch (0: all cores)", group='device', saved=False, range=(0, 4096))
+
+
 def device_options():
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group('device')
-    g.add_argument('--device', default='auto', help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
-    g.add_argument('--amp', default='auto', choices=['auto', 'off', 'bf16', 'fp16'],
-                   help="mixed precision: auto = bf16 on CUDA that supports it, else fp16 with a scaler; off on CPU, "
-                        "where bf16 is opt-in (faster training on CPUs with AMX, e.g. Xeon Sapphire Rapids; emulated and "
-                        "slower elsewhere)")
-    g.add_argument('--channels_last', default='auto', choices=['auto', 'on', 'off'],
-                   help="NHWC memory layout (auto = on: faster on CUDA and on CPU alike)")
-    g.add_argument('--compile', nargs='?', const='default', default=None,
-                   choices=['default', 'reduce-overhead', 'max-autotune'],
-                   help="torch.compile the model, with this mode (reduce-overhead: CUDA graphs, fewer launches); "
-                        "the first epoch pays for the compilation")
-    g.add_argument('--workers', type=int, default=-1,
-                   help="data loader worker processes, for the per-image path (--loader prefetch); -1: none")
-    g.add_argument('--threads', type=int, default=0, help="CPU threads for torch (0: all cores)")
+    add_options(p, DeviceOptions)
     return p
+
+
+DEVICE_RANGES = ranges_of(DeviceOptions)
 
 
 def predict_options(snapshot=True):
