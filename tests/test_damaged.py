@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import stacked_cut
-from test_errors import LITE, file_hashes, visible_lines
-from utils.experiment import snapshots_of
+from bad_input_env import file_hashes, visible_lines
+from test_errors import LITE
+from utils.snapshots import snapshots_of
 
 pytestmark = pytest.mark.real_data
 
