@@ -13,9 +13,10 @@ experiments/gpu.oof.best.json for experiments/gpu_fold*/predictions/*.npy).
 """
 from pathlib import Path
 
+from utils.checkpoint import find_config
 from utils.cli import Parser, check_ranges, int_or_auto, probability_or_auto
 from utils.errors import UserError, run_cli
-from utils.experiment import find_config, read_found
+from utils.snapshots import read_found
 from utils.submission import fold_average
 from utils.thresholds import default_oof_path
 

@@ -20,8 +20,8 @@ from net.inference import (check_prediction_outputs, emptied, images_to_predict,
 from net.runtime import setup_runtime
 from net.tta import build_tta
 from utils.errors import run_cli
-from utils.experiment import ENSEMBLE, best_per_cycle, ensemble_paths
 from utils.io import load_snapshot
+from utils.snapshots import ENSEMBLE, best_per_cycle, ensemble_paths
 from utils.submission import save_prediction
 from utils.thresholds import ensemble
 

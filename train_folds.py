@@ -20,11 +20,12 @@ auto reads). With --predict, each fold's best snapshot then predicts the test im
 import sys
 from pathlib import Path
 
+from net.fold_scheduler import Job, choose_gpus, failure_of, run_jobs
 from net.stages import OWNED, fold_argv, parse_args, precheck  # noqa: F401  (the script's API)
+from utils.checkpoint import find_config
 from utils.cli import Parser, data_options, device_options
 from utils.errors import UserError, run_cli
-from utils.experiment import best_snapshot_of, find_config
-from utils.folds import Job, choose_gpus, failure_of, run_jobs
+from utils.snapshots import best_snapshot_of
 from utils.submission import fold_average
 from utils.thresholds import default_oof_path, out_of_fold
 

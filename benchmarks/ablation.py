@@ -65,12 +65,12 @@ def parse_args(argv=None):
 
 
 def snapshots(d):
-    from utils.experiment import snapshots_in
+    from utils.snapshots import snapshots_in
     return [s.path for s in snapshots_in(d)]
 
 
 def best_snapshot(d):
-    from utils.experiment import best_of, snapshots_in
+    from utils.snapshots import best_of, snapshots_in
     return best_of(snapshots_in(d)).path
 
 
@@ -123,15 +123,15 @@ def validation_scores(snaps, data_dir):
     import torch
 
     from net.inference import predict_probs
+    from net.inference import model_from_snapshot, transforms_for
     from net.loader import float_input
     from net.runtime import setup_runtime
-    from net.inference import model_from_snapshot, transforms_for
     from net.tta import TTAS
-    from utils.thresholds import true_masks_for
     from utils.data import fold_indices, load_train_arrays
-    from utils.experiment import val_masks_path
     from utils.metric import score, threshold_sweep
+    from utils.snapshots import val_masks_path
     from utils.submission import binarize
+    from utils.thresholds import true_masks_for
 
     first = snaps[0]
     true = true_masks_for(val_masks_path(first), data_dir)

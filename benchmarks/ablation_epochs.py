@@ -129,7 +129,7 @@ def train(cmd, threads, log):
 
 
 def scored_snapshots(stage2, cycles):
-    from utils.experiment import best_of, snapshots_in
+    from utils.snapshots import best_of, snapshots_in
     if not cycles:
         return [best_of(snapshots_in(stage2 / 'snapshots')).path]
     return [best_of(snapshots_in(d)).path for d in sorted((stage2 / 'snapshots').glob('cycle_*')) if d.is_dir()]
@@ -144,8 +144,8 @@ def validation_scores(snaps, data_dir, empty_below=False, threads=1):
     from net.runtime import setup_runtime
     from net.tta import TTAS
     from utils.data import fold_indices, load_train_arrays
-    from utils.experiment import val_masks_path
     from utils.metric import coverage_breakdown, image_scores, threshold_sweep
+    from utils.snapshots import val_masks_path
     from utils.submission import binarize
     from utils.thresholds import true_masks_for
 

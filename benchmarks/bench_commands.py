@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import BENCH, PY, ROOT, interleaved, last_json, log, median, paired_ratio, run_measured, spread
-from utils.experiment import snapshots_in
+from utils.snapshots import snapshots_in
 
 TRAIN_ARCH = 'unet_lite'
 

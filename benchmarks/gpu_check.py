@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from utils.experiment import snapshots_of  # noqa: E402
+from utils.snapshots import snapshots_of  # noqa: E402
 
 PY = sys.executable
 

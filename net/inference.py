@@ -16,8 +16,8 @@ from net.tta import TTAS, build_tta
 from utils.cli import DEVICE_RANGES, Parser, check_ranges, data_options, device_options, predict_options
 from utils.data import data_dir_for, image_folder, load_test_images
 from utils.errors import UserError
-from utils.experiment import prediction_path, resolve_snapshot, searched_options
 from utils.io import check_output, guard_data_dir, load_snapshot
+from utils.snapshots import prediction_path, resolve_snapshot, searched_options
 from utils.submission import save_prediction
 
 

@@ -17,9 +17,37 @@ import torch
 from net.augmentations import reseed
 from net.device_aug import build_device_aug
 from net.geometry import build_train_aug, preset
-from utils.data import TrainDataset, targets_of
+from utils.data import targets_of
 
 SEED_STRIDE = 100003
+
+
+class TrainDataset:
+    """Indexable training set: yields (image uint8 (1,S,S), targets uint8 (K,S,S)) after augmentation.
+
+    targets' first channel is the mask; with `with_border`, the second is the mask's border,
+    computed on the 101x101 mask before augmentation so that it moves with the image.
+    """
+
+    def __init__(self, images, masks, aug, with_border=False):
+        self.images, self.masks, self.aug = images, masks, aug
+        self.borders = None
+        if with_border:
+            self.borders = targets_of(masks, with_border=True)[:, 1]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        image = np.asarray(self.images[i])
+        mask = np.asarray(self.masks[i])
+        if self.borders is None:
+            out = self.aug(image=image, mask=mask)
+            target = out['mask'][None]
+        else:
+            out = self.aug(image=image, masks=[mask, self.borders[i]])
+            target = np.stack(out['masks'])
+        return torch.from_numpy(np.ascontiguousarray(out['image'][None])), torch.from_numpy(np.ascontiguousarray(target))
 
 
 def epoch_seed(seed, epoch, rank=0):
@@ -267,7 +295,7 @@ class TrainBatches:
     """The training fold and how its batches are made: `epoch(batch_size, seed, epoch)` gives one epoch.
 
     rt.loader 'device': a :class:`ResidentData` with the batched twin of preset `train_augs` (net.geometry);
-    'prefetch': utils.data.TrainDataset with the albumentations set, on a background thread.
+    'prefetch': TrainDataset with the albumentations set, on a background thread.
     weights: None, or a loss weight per image (N,), which each batch's targets then carry as 'weight'.
     """
 

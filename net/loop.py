@@ -16,8 +16,8 @@ from net.inference import predict_probs
 from net.optim import BY_TIME, lr_at
 from net.runtime import unwrap
 from net.tta import TTAS
+from utils.checkpoint import checkpoint_state
 from utils.errors import UserError
-from utils.experiment import checkpoint_state
 from utils.metric import mean_iou, score
 
 

@@ -74,7 +74,8 @@ def precheck(args, what=''):
     submission of --predict is a path that may be written. recipe.py calls this for each of its stages.
     """
     from net.training import check_resume_options, parse_args as train_parse_args
-    from utils.experiment import Experiment, read_checkpoint
+    from utils.checkpoint import read_checkpoint
+    from utils.run_folder import Experiment
     folds = parse_folds(args.folds)
     data = Path(args.shared.data_dir or 'data')
     if (data / 'train.csv').is_file():

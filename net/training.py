@@ -18,16 +18,18 @@ from net.loop import fit
 from net.losses import LOSSES, TileWindowLoss, build_loss
 from net.models import ARCHITECTURES, build_model
 from net.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
-from net.small_crops import with_small_crops
 from net.runtime import out_of_memory_is_user_error, peak_memory_gb, setup_runtime
 from net.config import GROUPS, RESUME_MAY_CHANGE, TrainConfig
+from net.small_crops import with_small_crops
+from utils.checkpoint import read_checkpoint
 from utils.cli import Parser, check_ranges, given_options
 from utils.config import add_options, from_namespace, ranges_of, saved_dict
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
 from utils.errors import UserError
-from utils.experiment import Experiment, read_checkpoint, resolve_snapshot
 from utils.io import load_snapshot
 from utils.plots import ExperimentPlots, TensorBoardLog, summary_writer_class
+from utils.run_folder import Experiment
+from utils.snapshots import resolve_snapshot
 
 
 DESCRIPTION = "Train a salt-segmentation model on one fold."

@@ -36,7 +36,7 @@ def build(tmp_path_factory):
         from net.training import main as train
         train([*LITE, '--data_dir', str(env['data']), '--experiment_dir', str(env['exp'])])
         (base / 'ready').write_text('')
-    from utils.experiment import best_snapshot_of
+    from utils.snapshots import best_snapshot_of
     env['snap'] = best_snapshot_of(env['exp'])
     return env
 

@@ -272,7 +272,8 @@ def test_resume_with_another_option_is_refused_naming_it(c, capsys, option, valu
 
 def test_resume_accepts_the_run_own_options_and_the_ones_that_may_change(c):
     from net.training import check_resume_options, parse_args
-    from utils.experiment import Experiment, read_checkpoint
+    from utils.checkpoint import read_checkpoint
+    from utils.run_folder import Experiment
     exp = Experiment(c['exp'])
     config = read_checkpoint(exp.checkpoint_path)['config']
     config['data_dir'] = str(c['data'])  # the copy's, as its train_config.json says
@@ -303,6 +304,13 @@ def test_an_experiment_dir_that_is_a_file_is_named_so(c, capsys):
     line = refused(train_main, [*LITE, '--data_dir', c['data'], '--experiment_dir', plain], capsys,
                    'is a file, not a folder', watch=[plain, c['data']])
     assert '.lock' not in line
+
+
+def test_a_lock_that_is_a_folder_is_named_so(c, capsys):
+    exp = c['root'] / 'lock_is_a_folder'
+    (exp / '.lock').mkdir(parents=True)
+    refused(train_main, [*LITE, '--data_dir', c['data'], '--experiment_dir', exp], capsys,
+            f'{exp / ".lock"} cannot be used as the lock of {exp} (Is a directory)', 'delete it', watch=[exp, c['data']])
 
 
 @pytest.mark.parametrize('bad', ['1 2.5', '5', 'x 3'])

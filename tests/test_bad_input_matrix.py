@@ -353,7 +353,7 @@ def broken_link(c, name):
 
 
 def best_json(c, record):
-    from utils.experiment import best_json_path
+    from utils.snapshots import best_json_path
     best_json_path(c['masks']).write_text(json.dumps(record))
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import stacked_cut
 from bad_input_env import file_hashes, visible_lines
 from test_errors import LITE
-from utils.experiment import snapshots_of
+from utils.snapshots import snapshots_of
 
 pytestmark = pytest.mark.real_data
 

@@ -18,7 +18,7 @@ import torch
 
 from conftest import stacked_cut
 from test_errors import LITE, visible_lines
-from utils.experiment import snapshots_of
+from utils.snapshots import snapshots_of
 
 
 class FillsUp:
@@ -51,10 +51,10 @@ class Faults:
     """Make the n-th write of files whose name contains `name` fail: in the middle, at open, or at the rename."""
 
     def __init__(self, monkeypatch, name, where, err=errno.ENOSPC, nth=1, budget=1000):
-        from utils import experiment, io
+        from utils import io, run_lock
         self.name, self.where, self.err, self.nth, self.budget, self.seen = name, where, err, nth, budget, 0
         real_replace = os.replace
-        for module in (io, experiment):  # the writers, and the lock of an experiment directory
+        for module in (io, run_lock):  # the writers, and the lock of an experiment directory
             monkeypatch.setattr(module, 'open', self.open, raising=False)
 
         def replace(src, dst, *a, **k):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, cut_real
-from utils.experiment import snapshots_in
+from utils.snapshots import snapshots_in
 
 EPOCHS = 2
 LOSS = 'bce_lovasz'  # two terms: the TensorBoard terms are summed over the ranks like the loss

@@ -52,7 +52,7 @@ def fake_experiment(root, data, arch='unet_lite', n_val=None):
     import torch
 
     from net.models import build_model
-    from utils.experiment import Experiment
+    from utils.run_folder import Experiment
     exp = Experiment(root)
     exp.prepare(resume=False, overwrite=False)
     exp.release()

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_main
-from utils.experiment import Experiment, best_json_path, snapshot_score, snapshots_in, val_masks_path
+from utils.run_folder import Experiment
+from utils.snapshots import best_json_path, snapshot_score, snapshots_in, val_masks_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

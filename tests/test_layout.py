@@ -55,8 +55,8 @@ def _snapshot_name_handling(path):
     return found
 
 
-def test_snapshot_names_are_parsed_and_listed_in_utils_experiment_only():
-    owner = ROOT / 'utils' / 'experiment.py'
+def test_snapshot_names_are_parsed_and_listed_in_utils_snapshots_only():
+    owner = ROOT / 'utils' / 'snapshots.py'
     assert _snapshot_name_handling(owner), "the owner itself must be found by this check"
     others = [f for p in sources('utils', 'net', 'tools', 'benchmarks', 'tests', top=True) if p != owner
               for f in _snapshot_name_handling(p)]

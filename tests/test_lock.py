@@ -92,41 +92,52 @@ def test_two_runs_started_together_exactly_one_trains(data, tmp_path):
 
 # ---------------------------------------------------------------- the lock itself, in-process
 
-def stale_record(root, **changes):
-    """A lock record of this host whose process has ended (a run killed with SIGKILL)."""
-    dead = subprocess.Popen(['true'])
-    dead.wait()
-    record = {'host': socket.gethostname(), 'pid': dead.pid, 'started': '2026-01-01 00:00:00', 'token': 'old', **changes}
+def left_behind(root, text=None):
+    """EXP/.lock as a run killed with SIGKILL leaves it: the file is there, the kernel has dropped its flock.
+    With `text`, a file of that content instead (a hand-made or half-written one)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / '.lock').write_text(json.dumps(record))
-    return record
+    if text is not None:
+        (root / '.lock').write_text(text)
+        return
+    killed = subprocess.run([sys.executable, '-c', "import os, signal, sys\nfrom utils.run_lock import RunLock\n"
+                             "lock = RunLock(sys.argv[1])\nlock.acquire()\nos.kill(os.getpid(), signal.SIGKILL)", str(root)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert json.loads((root / '.lock').read_text())['pid'] != os.getpid()
 
 
-def test_lock_of_a_killed_run_is_taken_over(tmp_path):
-    from utils.experiment import Experiment
-    stale_record(tmp_path / 'exp')
+@pytest.mark.parametrize('text', [None, '', 'not json', json.dumps({'host': 'elsewhere.example', 'pid': 1})],
+                         ids=['killed', 'empty', 'garbage', 'another-host'])
+def test_lock_of_a_killed_run_is_taken_over(tmp_path, text):
+    """Whatever a lock file says, nobody holding its flock means that it is free: taken at once, no judging."""
+    from utils.run_folder import Experiment
+    left_behind(tmp_path / 'exp', text)
     exp = Experiment(tmp_path / 'exp')
-    exp.check(resume=False, overwrite=True)  # a stale lock does not count
+    exp.check(resume=False, overwrite=True)
     exp.prepare(resume=False, overwrite=True)
     held = json.loads((tmp_path / 'exp' / '.lock').read_text())
-    assert held['pid'] == os.getpid() and held['token'] != 'old'
+    assert held['pid'] == os.getpid() and held['host'] == socket.gethostname()
     exp.release()
     assert not (tmp_path / 'exp' / '.lock').exists()
 
 
-def test_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
-    """A pid that was reused (containers hand out small pids again soon) is told apart by its start time."""
-    from utils.experiment import RunLock, _proc_stat
-    if _proc_stat(os.getpid()) is None:
-        pytest.skip("no /proc on this system")
-    stale_record(tmp_path, pid=os.getppid(), proc_start=_proc_stat(os.getppid())[1] + 1)
-    with RunLock(tmp_path) as lock:
-        assert json.loads(lock.path.read_text())['pid'] == os.getpid()
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    """A DataLoader worker (a fork of the run) that outlives a SIGKILL of its run does not hold the folder."""
+    script = ("import os, signal, sys, time\nfrom utils.run_lock import RunLock\nlock = RunLock(sys.argv[1])\nlock.acquire()\n"
+              "if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nos.kill(os.getpid(), signal.SIGKILL)")
+    run = subprocess.Popen([sys.executable, '-c', script, str(tmp_path)], cwd=ROOT, start_new_session=True)
+    try:
+        assert run.wait(timeout=60) == -signal.SIGKILL
+        from utils.run_lock import RunLock
+        with RunLock(tmp_path) as lock:
+            assert json.loads(lock.path.read_text())['pid'] == os.getpid()
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # the sleeping child
 
 
 def test_live_lock_is_refused_and_kept(tmp_path):
     from utils.errors import UserError
-    from utils.experiment import Experiment
+    from utils.run_folder import Experiment
     holder = Experiment(tmp_path / 'exp')
     holder.prepare(resume=False, overwrite=False)
     (tmp_path / 'exp' / 'train_config.json').write_text('{}')
@@ -142,48 +153,149 @@ def test_live_lock_is_refused_and_kept(tmp_path):
     assert not (tmp_path / 'exp' / '.lock').exists()
 
 
-def test_lock_of_another_host_is_never_broken(tmp_path):
+def test_a_release_racing_a_take_gives_one_holder(tmp_path):
+    """A taker that opened .lock just before its holder deleted it, and flocks it just after, holds a file
+    that is no longer there: it sees so and takes the file that is there now (or is told who holds it)."""
+    from utils import run_lock
     from utils.errors import UserError
-    from utils.experiment import Experiment
-    stale_record(tmp_path / 'exp', host='elsewhere.example', pid=1)
-    before = (tmp_path / 'exp' / '.lock').read_text()
+    first = run_lock.RunLock(tmp_path)
+    first.acquire()
+    opened_before = open(first.path, 'ab', buffering=0)
+    first.release()
+    opens = []
+
+    def late_open(path, *a, **k):
+        opens.append(path)
+        return opened_before if len(opens) == 1 else open(path, *a, **k)
+
+    third = run_lock.RunLock(tmp_path)
+    third.acquire()  # took the new file meanwhile
+    racer = run_lock.RunLock(tmp_path)
+    run_lock.open = late_open
+    try:
+        with pytest.raises(UserError, match='in use by another run'):
+            racer.acquire()
+        assert len(opens) == 2  # the deleted file, then the real one
+        third.release()
+        opens.clear()
+        opened_before = open(tmp_path / 'stand-in', 'ab', buffering=0)  # a file no longer at .lock
+        racer.acquire()
+        assert len(opens) == 2 and json.loads(racer.path.read_text())['pid'] == os.getpid()
+        racer.release()
+    finally:
+        del run_lock.open
+    assert not racer.path.exists()
+
+
+@pytest.mark.parametrize('how', ['folder', 'unreadable'])
+def test_a_lock_that_cannot_be_used_is_named_so(tmp_path, monkeypatch, how):
+    from utils import run_lock
+    from utils.errors import UserError
+    from utils.run_folder import Experiment
+    exp = Experiment(tmp_path / 'exp')
+    if how == 'folder':
+        (exp.root / '.lock').mkdir(parents=True)
+    else:  # the test may run as root, whom file modes do not stop
+        exp.root.mkdir()
+        (exp.root / '.lock').write_text('')
+
+        def denied(path, *a, **k):
+            raise PermissionError(13, 'Permission denied', str(path))
+        monkeypatch.setattr(run_lock, 'open', denied, raising=False)
+    reason = 'Is a directory' if how == 'folder' else 'Permission denied'
     with pytest.raises(UserError) as e:
-        Experiment(tmp_path / 'exp').prepare(resume=False, overwrite=True)
+        exp.check(resume=False, overwrite=False)
     msg = str(e.value)
-    assert 'another machine' in msg and 'pid 1 on elsewhere.example' in msg and str(tmp_path / 'exp' / '.lock') in msg
-    assert (tmp_path / 'exp' / '.lock').read_text() == before
+    assert f'{exp.root / ".lock"} cannot be used as the lock of {exp.root} ({reason}); if no run uses' in msg, msg
+    with pytest.raises(UserError) as e:
+        exp.prepare(resume=False, overwrite=False)
+    msg = str(e.value)  # taking it opens it for writing: a file that cannot be written is the folder's to fix
+    assert msg.startswith(f'{exp.root / ".lock"} cannot be used' if how == 'folder' else
+                          f'cannot write {exp.root / ".lock"}: permission denied; make {exp.root} writable'), msg
 
 
-def test_lock_that_is_not_a_record_is_refused(tmp_path):
+
+def test_no_locks_on_the_file_system_is_named_so(tmp_path, monkeypatch):
+    """Some network mounts give no locks: one line, not a traceback."""
+    import errno
+
+    from utils import run_lock
     from utils.errors import UserError
-    from utils.experiment import Experiment
-    (tmp_path / 'exp').mkdir()
-    (tmp_path / 'exp' / '.lock').write_text('')
-    with pytest.raises(UserError, match='not a lock record; if no run uses'):
-        Experiment(tmp_path / 'exp').check(resume=False, overwrite=True)
+    from utils.run_folder import Experiment
 
+    def no_locks(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(run_lock.fcntl, 'flock', no_locks)
+    exp = Experiment(tmp_path / 'exp')
+    with pytest.raises(UserError, match=r'cannot be used as the lock of .*\(No locks available\); if no run uses'):
+        exp.prepare(resume=False, overwrite=False)
+
+
+def test_a_full_disk_while_writing_the_holder_gives_the_lock_back(tmp_path, monkeypatch):
+    import errno
+
+    from utils import run_lock
+    from utils.errors import UserError
+    from utils.run_folder import Experiment
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(run_lock, 'open', lambda *a, **k: Full(open(*a, **k)), raising=False)
+    exp = Experiment(tmp_path / 'exp')
+    with pytest.raises(UserError, match=f'cannot write {exp.lock.path}: no space left'):
+        exp.prepare(resume=False, overwrite=False)
+    assert not exp.lock.path.exists() and exp.lock._file is None
+
+
+def test_release_leaves_a_lock_file_that_is_not_its_own(tmp_path):
+    """A holder whose .lock was deleted by hand (and taken by a new run since) deletes nothing as it ends."""
+    from utils.run_lock import RunLock
+    first = RunLock(tmp_path)
+    first.acquire()
+    first.path.unlink()
+    second = RunLock(tmp_path)
+    second.acquire()
+    first.release()
+    assert json.loads(second.path.read_text())['pid'] == os.getpid()
+    second.release()
+    assert not second.path.exists()
 
 def _take(root, barrier, results, done):
     from utils.errors import UserError
-    from utils.experiment import RunLock
+    from utils.run_lock import RunLock
+    lock = RunLock(root)  # held as long as this object lives
     barrier.wait()
     try:
-        RunLock(root).acquire()
+        lock.acquire()
         results.put('won')
     except UserError as e:
         results.put(str(e))
     done.wait(60)  # alive, and so holding the lock, until every taker has had its turn
 
 
-@pytest.mark.parametrize('stale', [False, True])
-def test_racing_takers_exactly_one_wins(tmp_path, stale):
-    """Six processes take a free (or a stale) lock at the same moment: one wins, five are told who holds it."""
+@pytest.mark.parametrize('left', [False, True])
+def test_racing_takers_exactly_one_wins(tmp_path, left):
+    """Six processes take a free lock (or one a killed run left) at the same moment: one wins, five are
+    told that the folder is in use."""
     ctx = multiprocessing.get_context('fork')
     for round_ in range(3):
         root = tmp_path / f'r{round_}'
         root.mkdir()
-        if stale:
-            stale_record(root)
+        if left:
+            left_behind(root)
         barrier, results, done = ctx.Barrier(6), ctx.Queue(), ctx.Event()
         procs = [ctx.Process(target=_take, args=(root, barrier, results, done)) for _ in range(6)]
         for p in procs:
@@ -198,7 +310,7 @@ def test_racing_takers_exactly_one_wins(tmp_path, stale):
 
 def test_stale_temporaries_of_this_host_only(tmp_path):
     """The clean-up judges a temporary file by its host and pid: another machine's may be being written."""
-    from utils.experiment import Experiment
+    from utils.run_folder import Experiment
     from utils.io import temp_name
     dead = subprocess.Popen(['true'])
     dead.wait()

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, cut_real, run_main
-from utils.experiment import best_snapshot_of
 from utils.rle import rle_decode
+from utils.snapshots import best_snapshot_of
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def few_test_images(tmp_path_factory):
 
 
 def snapshots(exp):
-    from utils.experiment import snapshots_of
+    from utils.snapshots import snapshots_of
     return sorted(s.path for s in snapshots_of(exp))
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from conftest import cut_real, run_main
 from test_errors import LITE
-from utils.experiment import Experiment
 from utils.errors import UserError
 from utils.plots import (TRUE_COLOR, PRED_COLOR, ExperimentPlots, TensorBoardLog, learning_curve,
                          summary_writer_class, threshold_curve)
+from utils.run_folder import Experiment
 
 
 def rows_of(n, cycles=1):

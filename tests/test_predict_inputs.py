@@ -42,8 +42,8 @@ def run(tmp_path_factory):
     from net.models import build_model
     from tools.synthetic import generate
     from utils.data import fold_indices
-    from utils.experiment import Experiment
     from utils.make_folds import main as make_folds
+    from utils.run_folder import Experiment
     from utils.stack_and_save import main as stack
     tmp = tmp_path_factory.mktemp('inputs')
     data = tmp / 'data'
@@ -192,8 +192,8 @@ def test_empty_below_empties_what_the_salt_head_doubts(run, tmp_path):
     import torch
 
     from net.models import build_model
-    from utils.experiment import Experiment
     from utils.rle import rle_encode
+    from utils.run_folder import Experiment
     exp = Experiment(tmp_path / 'ds')
     config = {'arch': 'unet_lite_ds', 'fold': 0, 'limit': 0, 'cycles': 1, 'data_dir': str(run['data']),
               'folds_csv': str(run['data'] / 'train_with_folds.csv'), 'val_augs': 'val_128',

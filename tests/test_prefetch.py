@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from net.geometry import build_train_aug
-from net.loader import Prefetcher, batches
+from net.loader import Prefetcher, TrainDataset, batches
 from net.runtime import setup_runtime
-from utils.data import TrainDataset
 
 
 def _dataset(n=40):

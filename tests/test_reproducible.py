@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, stacked_cut
 from test_errors import LITE
-from utils.experiment import snapshots_in
+from utils.snapshots import snapshots_in
 
 
 @pytest.fixture(scope='module')
@@ -54,9 +54,8 @@ def test_seed_fixes_folds(data, tmp_path):
 def test_seed_fixes_batches_and_augmentations():
     """The loader's order and augmentation draws depend on (seed, epoch) only, not on earlier draws."""
     from net.geometry import build_train_aug
-    from net.loader import batches
+    from net.loader import TrainDataset, batches
     from net.runtime import Runtime
-    from utils.data import TrainDataset
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (8, 101, 101), dtype=np.uint8)
     masks = (rng.random((8, 101, 101)) > 0.5).astype(np.uint8)

@@ -11,7 +11,7 @@ import torch
 
 from conftest import ROOT, stacked_cut
 from test_errors import LITE
-from utils.experiment import snapshots_of
+from utils.snapshots import snapshots_of
 
 # Two cycles of a cosine schedule with a large rate: resuming must give a mid-cycle epoch its rate
 # and restart it at the cycle boundary, or the learning rates (and then the weights) drift apart.
@@ -63,7 +63,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
     assert victim.returncode == -signal.SIGKILL
     done_before = logged_epochs(killed)
     assert 1 <= len(done_before) < 4, done_before
-    assert (killed / '.lock').exists()  # the kill left its lock behind: --resume must see that it is stale
+    assert (killed / '.lock').exists()  # the kill left its lock file behind, but the kernel dropped its flock
     # What the killed run had finished is intact and loadable.
     for snap in snapshot_files(killed):
         load_snapshot(snap)
@@ -92,8 +92,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data, tmp_path):
 
 
 def test_prepare_clears_what_overwrite_and_killed_runs_leave(tmp_path):
-    from utils.experiment import Experiment
     from utils.io import temp_name
+    from utils.run_folder import Experiment
     dead = subprocess.Popen(['true'])
     dead.wait()
     exp = Experiment(tmp_path / 'exp')

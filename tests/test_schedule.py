@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, stacked_cut
 from net.optim import BY_TIME, SCHEDULERS, lr_at
 from test_errors import LITE
-from utils.experiment import snapshots_of
+from utils.snapshots import snapshots_of
 
 
 # ---------------------------------------------------------------- the reference: the previous version's schedules
@@ -160,8 +160,8 @@ RUN = {'arch': 'unet_lite', 'loss': 'BCE', 'optimizer': 'adam_1e-3', 'scheduler'
 
 
 def test_checkpoint_contents_are_checked(tmp_path):
+    from utils.checkpoint import CHECKPOINT_KEYS, checkpoint_state, read_checkpoint
     from utils.errors import UserError
-    from utils.experiment import CHECKPOINT_KEYS, checkpoint_state, read_checkpoint
     state = checkpoint_state({'w': torch.ones(2)}, {'state': {}, 'param_groups': []}, None, 3, 0, [], {}, [1e-3],
                              {'torch': torch.get_rng_state(), 'cuda': []}, 12.5, RUN)
     assert set(CHECKPOINT_KEYS) <= set(state) and state['scaler'] == {} and state['swa'] is None

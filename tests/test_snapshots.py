@@ -1,13 +1,15 @@
-"""utils/experiment.py owns snapshot names: writing, parsing, listing, best-of (one tie rule) and roots."""
+"""utils/snapshots.py owns snapshot names: writing, parsing, listing, best-of (one tie rule) and roots."""
 import math
 from pathlib import Path
 
 import pytest
 
+from utils.checkpoint import find_config
 from utils.errors import UserError
-from utils.experiment import (Experiment, Snapshot, best_json_path, best_of, best_per_cycle, best_snapshot_of,
-                              ensemble_paths, experiment_root, find_config, prediction_path, snapshot_name,
-                              snapshot_score, snapshots_in, snapshots_of, val_masks_path)
+from utils.run_folder import Experiment
+from utils.snapshots import (Snapshot, best_json_path, best_of, best_per_cycle, best_snapshot_of, ensemble_paths,
+                             experiment_root, prediction_path, snapshot_name, snapshot_score, snapshots_in,
+                             snapshots_of, val_masks_path)
 
 
 def touch(path, text='x'):

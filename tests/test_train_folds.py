@@ -51,8 +51,8 @@ def children(pid):
 
 def oof_from_scratch(dirs):
     """The out-of-fold search done by hand: every fold's best validation masks and true masks together."""
-    from utils.experiment import best_snapshot_of, val_masks_path
     from utils.metric import threshold_sweep
+    from utils.snapshots import best_snapshot_of, val_masks_path
     from utils.thresholds import true_masks_for
     probs = [np.load(val_masks_path(best_snapshot_of(d))).astype(np.float32) for d in dirs]
     true = [true_masks_for(val_masks_path(best_snapshot_of(d))) for d in dirs]
@@ -143,7 +143,7 @@ def test_folds_side_by_side_with_a_fold_placeholder(data, tmp_path):
     assert started[0] < ended[1] and started[1] < ended[0]
     oof = json.loads((tmp_path / 'par' / 'oof.best.json').read_text())
 
-    from utils.experiment import best_snapshot_of, val_masks_path
+    from utils.snapshots import best_snapshot_of, val_masks_path
     masks1 = val_masks_path(best_snapshot_of(dirs[1]))
     out = run(['optimize_threshold.py', '--masks_fn', dirs[0], masks1, '--out', tmp_path / 'mine.json']).stdout
     mine = json.loads((tmp_path / 'mine.json').read_text())
@@ -217,25 +217,25 @@ def test_gpu_choice_and_one_fold_per_gpu(monkeypatch, tmp_path, capfd):
     """CUDA_VISIBLE_DEVICES ids are handed out one per side-by-side fold (checked without a GPU)."""
     import torch
 
-    from utils import folds
+    from net import fold_scheduler
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 4)
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5,6,7')
-    assert folds.choose_gpus('auto', None) == ['3', '5', '6', '7']
-    assert folds.choose_gpus('1-2', None) == ['5', '6']
-    assert folds.choose_gpus('none', None) == [] and folds.choose_gpus('auto', 'cpu') == []
+    assert fold_scheduler.choose_gpus('auto', None) == ['3', '5', '6', '7']
+    assert fold_scheduler.choose_gpus('1-2', None) == ['5', '6']
+    assert fold_scheduler.choose_gpus('none', None) == [] and fold_scheduler.choose_gpus('auto', 'cpu') == []
     with pytest.raises(UserError, match='no GPU 4'):
-        folds.choose_gpus('4', None)
+        fold_scheduler.choose_gpus('4', None)
     with pytest.raises(UserError, match='pass --gpus 1 instead'):
-        folds.choose_gpus('auto', 'cuda:1')
+        fold_scheduler.choose_gpus('auto', 'cuda:1')
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,-1,3')  # CUDA ignores everything from an invalid entry on
-    assert folds.choose_gpus('auto', None) == []  # a single GPU: the child uses it as it finds it
+    assert fold_scheduler.choose_gpus('auto', None) == []  # a single GPU: the child uses it as it finds it
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
-    assert folds.choose_gpus('auto', None) == []
+    assert fold_scheduler.choose_gpus('auto', None) == []
 
     show = [sys.executable, '-c', "import os, time; time.sleep(0.5); print('gpu', os.environ['CUDA_VISIBLE_DEVICES'])"]
-    jobs = [folds.Job(k, show, tmp_path / f'f{k}.log', f'fold {k}') for k in range(3)]
-    folds.run_jobs(jobs, ['5', '6'], 2, prefix_lines=True)
+    jobs = [fold_scheduler.Job(k, show, tmp_path / f'f{k}.log', f'fold {k}') for k in range(3)]
+    fold_scheduler.run_jobs(jobs, ['5', '6'], 2, prefix_lines=True)
     out = capfd.readouterr().out
     assert [j.code for j in jobs] == [0, 0, 0]
     assert '[fold 0] gpu 5' in out and '[fold 1] gpu 6' in out  # the third fold waits for a free GPU

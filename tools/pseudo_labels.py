@@ -28,9 +28,9 @@ import numpy as np
 from utils.cli import Parser, check_ranges, int_or_auto, probability
 from utils.data import load_test_images, load_train_arrays, read_columns
 from utils.errors import UserError, run_cli
-from utils.experiment import read_found
 from utils.io import check_output, load_npy, save_json, save_npy, save_rows
 from utils.rle import rle_encode
+from utils.snapshots import read_found
 from utils.submission import binarize, check_probs
 
 

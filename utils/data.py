@@ -1,4 +1,4 @@
-"""Reading the competition's files and the stacked arrays, and the training dataset."""
+"""Reading the competition's files and the stacked arrays (the torch training dataset is net.loader.TrainDataset)."""
 import csv
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -322,32 +322,3 @@ def fold_indices(data_dir, folds_csv, fold):
     order = np.array([pos[i] for i in folds['id']], dtype=np.int64)
     is_val = fold_of == fold
     return np.sort(order[~is_val]), np.sort(order[is_val])
-
-
-class TrainDataset:
-    """Indexable training set: yields (image uint8 (1,S,S), targets uint8 (K,S,S)) after augmentation.
-
-    targets' first channel is the mask; with `with_border`, the second is the mask's border,
-    computed on the 101x101 mask before augmentation so that it moves with the image.
-    """
-
-    def __init__(self, images, masks, aug, with_border=False):
-        self.images, self.masks, self.aug = images, masks, aug
-        self.borders = None
-        if with_border:
-            self.borders = targets_of(masks, with_border=True)[:, 1]
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        import torch
-        image = np.asarray(self.images[i])
-        mask = np.asarray(self.masks[i])
-        if self.borders is None:
-            out = self.aug(image=image, mask=mask)
-            target = out['mask'][None]
-        else:
-            out = self.aug(image=image, masks=[mask, self.borders[i]])
-            target = np.stack(out['masks'])
-        return torch.from_numpy(np.ascontiguousarray(out['image'][None])), torch.from_numpy(np.ascontiguousarray(target))

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.checkpoint import find_config
 from utils.data import fold_indices, load_train_arrays
 from utils.errors import UserError
-from utils.experiment import best_json_path, find_config, resolve_snapshot, save_found, val_masks_path
 from utils.io import check_output, load_npy, save_csv
 from utils.metric import breakdown_table, coverage_breakdown, image_scores, threshold_image_scores, threshold_sweep
 from utils.plots import threshold_curve
+from utils.snapshots import best_json_path, resolve_snapshot, save_found, val_masks_path
 from utils.submission import binarize, check_probs
 
 # Small-region sizes tried at the best threshold (optimize_threshold.py --min_sizes).
