@@ -128,3 +128,50 @@ class TrainConfig(DeviceOptions):
 
 # The options --resume may change (the README's list); device and logging options are not part of the run.
 RESUME_MAY_CHANGE = frozenset({'n_epochs', 'max_minutes', 'keep_snapshots'})
+
+
+def validated(config=None, options=None):
+    """The TrainConfig of the Python API (salt.train): `config` with `options` replacing its fields (or a
+    TrainConfig of `options` alone), checked as the parser checks a command line. UserError (one line)."""
+    from utils.cli import check_ranges
+    from utils.config import value_type, ranges_of
+    from utils.errors import UserError
+
+    options = dict(options or {})
+    if 'input' in options:
+        from net.geometry import INPUTS
+        name = options.pop('input')
+        if name not in INPUTS:
+            raise UserError(f"unknown input {name!r}; choose one of: {', '.join(INPUTS)}")
+        options['train_augs'] = INPUTS[name]
+    known = {f.name for f in dataclasses.fields(TrainConfig) if f.name != 'given'}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"{', '.join(unknown)}: not a TrainConfig field; the fields are train.py's options "
+                        f"(python3 train.py --help)")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise UserError(f"config must be a TrainConfig, not {type(config).__name__}")
+    cfg = dataclasses.replace(config, **options) if config is not None else TrainConfig(**options)
+
+    def error(message):
+        raise UserError(message)
+
+    for f in dataclasses.fields(TrainConfig):
+        v, kind = getattr(cfg, f.name), value_type(f.type)
+        if v is None and f.default is None and f.name != 'experiment_dir':
+            continue
+        if f.name == 'experiment_dir' and not v:
+            error("experiment_dir is required: the run's folder")
+        ok = (isinstance(v, bool) if kind is bool else isinstance(v, (int, float)) and not isinstance(v, bool)
+              if kind is float else isinstance(v, int) and not isinstance(v, bool) if kind is int
+              else isinstance(v, kind) if isinstance(kind, type) else True)
+        if not ok:
+            error(f"{f.name} must be of type {kind.__name__}; got {v!r}")
+        choices = f.metadata.get('choices')
+        if choices is not None:
+            names = choices() if callable(choices) else choices
+            if v not in names:
+                error(f"unknown {f.name} {v!r}; choose one of: {', '.join(sorted(names))}")
+    check_ranges(type('Checker', (), {'error': staticmethod(error)}), cfg, ranges_of(TrainConfig))
+    cfg.check(error)
+    return cfg

@@ -61,7 +61,7 @@ def test_pyproject_names_every_package_and_top_level_script():
     assert sorted(tool['py-modules']) == sorted(p.stem for p in ROOT.glob('*.py'))
     include = tool['packages']['find']['include']
     packages = sorted(p.name for p in ROOT.iterdir() if (p / '__init__.py').is_file())
-    assert packages == ['benchmarks', 'net', 'tools', 'utils']
+    assert packages == ['benchmarks', 'net', 'salt', 'tools', 'utils']
     assert sorted(i.rstrip('*') for i in include) == packages
     # one list of requirements: requirements.txt, which the lock and tools/pins.py read
     assert conf['project']['dynamic'] == ['dependencies']

@@ -61,3 +61,11 @@ def test_snapshot_names_are_parsed_and_listed_in_utils_snapshots_only():
     others = [f for p in sources('utils', 'net', 'tools', 'benchmarks', 'tests', top=True) if p != owner
               for f in _snapshot_name_handling(p)]
     assert others == []
+
+
+def test_the_python_api_sits_on_top():
+    """salt/ (the notebook API) may use net/ and utils/; nothing of the project imports it back."""
+    bad = {str(p.relative_to(ROOT)): sorted(m for m in imported(p) if m.split('.')[0] == 'salt')
+           for p in sources('net', 'utils', 'tools', top=True)}
+    assert {k: v for k, v in bad.items() if v} == {}
+    assert not {m for m in imported(ROOT / 'salt' / '__init__.py') if m.split('.')[0] in ('tools', *SCRIPTS)}

@@ -35,7 +35,7 @@ def fields_of(cls, **where):
     return [f for f in dataclasses.fields(cls) if all(f.metadata.get(k) == v for k, v in where.items())]
 
 
-def _base_type(annotation):
+def value_type(annotation):
     """int for `int`, `int | None` or 'int | None'; the option's value type."""
     if isinstance(annotation, str):
         annotation = eval(annotation, {'typing': typing})  # the module's own annotations (from __future__)
@@ -55,7 +55,7 @@ def add_options(parser, cls, defaults=None, groups=None):
         g = m['group']
         if g not in made:
             made[g] = parser.add_argument_group((groups or {}).get(g, g))
-        kind = _base_type(f.type)
+        kind = value_type(f.type)
         default = defaults.get(f.name, f.default)
         kw = {k: m[k] for k in _PASSED if k in m}
         if kind is bool and m.get('type') is None:
