@@ -40,11 +40,15 @@ $(DEV): $(PROJECT) requirements-dev.txt
 demo: $(PROJECT)
 	$(PY) tools/demo.py
 
+# One pytest-xdist worker per core (TEST_WORKERS=0: one process); a test file's tests share a worker, so
+# its module fixtures are built once. tests/conftest.py gives each worker one thread.
+TEST_WORKERS ?= auto
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(DEV)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(XDIST) tests
 
 test-fast: $(DEV)
-	$(PY) -m pytest -q -m "not slow and not real_data" tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not real_data" tests
 
 bench: $(DEV)
 	$(PY) benchmarks/run_all.py

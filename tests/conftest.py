@@ -8,6 +8,12 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# make test runs one pytest-xdist worker per core: each worker, and every script it starts, then uses one
+# thread, so that the workers share the cores instead of oversubscribing them.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ['OMP_NUM_THREADS'] = '1'
+    os.environ['MKL_NUM_THREADS'] = '1'
 REAL = Path(os.environ.get('SALT_REAL_DATA', ROOT.parent / 'shared' / 'tgs'))
 
 
