@@ -71,9 +71,12 @@ def cpu_class():
     return 'pre-AVX2'
 
 
-def seconds_per_epoch(n_images, bf16, steps=3):
-    """Time `steps` training steps of the demo's model on this CPU (after one warm-up step) and
-    scale them to an epoch of `n_images` images."""
+def seconds_per_epoch(n_images, bf16, steps=5, warmup=2):
+    """Time `steps` training steps of the demo's model on this CPU (after `warmup` untimed ones) and
+    scale the median step to an epoch of `n_images` images. The median, not the mean: one step slowed
+    by something else on the machine (a process starting, the page cache filling) moves it little."""
+    import statistics
+
     import torch
 
     from net.losses import build_loss
@@ -87,18 +90,18 @@ def seconds_per_epoch(n_images, bf16, steps=3):
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(BATCH, 3, SIZE, SIZE)
     y = (torch.rand(BATCH, 1, SIZE, SIZE) > 0.7).float()
-    t0 = 0.0
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
         with rt.autocast():
             out = model(x)
         loss = loss_fn(out, {'mask': y})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    step = (time.perf_counter() - t0) / steps
-    return step * (n_images / BATCH) * OVERHEAD
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * (n_images / BATCH) * OVERHEAD
 
 
 def plan(args):
