@@ -50,10 +50,28 @@ def build_parser(border=False):
         help="the input geometry: pad112 / pad128 (reflect-101 pad of the tile), resize128 (resize, mild augmentation), "
              "resize128_affine, resize202_pad256; it fixes the train augmentation, the validation input, its "
              "back-transform and the input size (default resize128)")
+    groups['optimizer'].add_argument(
+        '--opt', dest='optimizer', type=optimizer_family, default=argparse.SUPPRESS, metavar='{adam,sgd}',
+        help="the optimizer by its plain name, at its usual rate (adam 1e-3, sgd 1e-2) unless --lr says: "
+             "--opt adam --lr 3e-4 (the same choice as --optimizer)")
+    groups['schedule'].add_argument(
+        '--sched', dest='scheduler', default=argparse.SUPPRESS, choices=sorted(SCHEDULERS),
+        help="the schedule (the same choice as --scheduler): cosine, none, or step_EVERY_FACTOR")
     g = groups['run'].add_mutually_exclusive_group()
     for name in ('resume', 'overwrite'):
         g.add_argument(f'--{name}', action='store_true', help=TrainConfig.__dataclass_fields__[name].metadata['help'])
     return p
+
+
+# --opt NAME: the optimizer family at its usual rate (the registry's name; --lr replaces the rate).
+OPTIMIZER_FAMILIES = {'adam': 'adam_1e-3', 'sgd': 'sgd_1e-2'}
+
+
+def optimizer_family(name):
+    if name not in OPTIMIZER_FAMILIES:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {name!r}; pick one of {', '.join(OPTIMIZER_FAMILIES)} "
+                                         f"(or --optimizer NAME_RATE, e.g. adam_1e-4)")
+    return OPTIMIZER_FAMILIES[name]
 
 
 # train_border.py's own defaults.
