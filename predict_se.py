@@ -11,6 +11,7 @@ scores). Writes EXP/predictions/snapshot_ensemble.csv and its raw probabilities 
 and small-region size on them (as optimize_threshold.py does for one snapshot), save the result
 as EXP/snapshots/snapshot_ensemble.best.json and use it.
 """
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,8 @@ from utils.submission import save_prediction
 from utils.thresholds import ensemble
 
 
-def more_options(p):
-    p.add_argument('--snapshot_dir', required=True, help="EXP/snapshots of a run trained with --cycles > 1 (or EXP)")
-    p.add_argument('--cycles', type=int, default=0, help="use only the last N cycles (default: all)")
-
-
 def parse_args(argv=None):
-    return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip', snapshot=False, more=more_options)
+    return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip', snapshot=False)
 
 
 def ensemble_options(chosen, snapshot_dir, th, min_size, data_dir=None):
@@ -60,7 +56,8 @@ def main(args=None):
     # The search needs the fold's true masks: from --data_dir when it holds training data, else from the
     # folder the run was trained on (a --data_dir for --images may hold a sample_submission.csv alone).
     train_dir = args.data_dir if args.data_dir and (Path(args.data_dir) / 'train.csv').is_file() else None
-    args.th, args.min_size = ensemble_options(chosen, args.snapshot_dir, args.th, args.min_size, train_dir)
+    th, min_size = ensemble_options(chosen, args.snapshot_dir, args.th, args.min_size, train_dir)
+    args = dataclasses.replace(args, th=th, min_size=min_size)
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)
     first = load_snapshot(chosen[0][1])

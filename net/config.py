@@ -126,6 +126,77 @@ class TrainConfig(DeviceOptions):
         return cls(**{k: v for k, v in saved.items() if k in names})
 
 
+def _names(module, attr):
+    """The names of a registry of another module, looked up when a parser is built."""
+    def names():
+        import importlib
+        return getattr(importlib.import_module(module), attr)
+    return names
+
+
+def _probability_or_auto(text):
+    from utils.cli import probability_or_auto
+    return probability_or_auto(text)
+
+
+def _int_or_auto(text):
+    from utils.cli import int_or_auto
+    return int_or_auto(text)
+
+
+def _probability(text):
+    from utils.cli import probability
+    return probability(text)
+
+
+@dataclass(frozen=True)
+class PredictConfig(DeviceOptions):
+    """The options of predict.py, predict_tta.py and predict_se.py (each takes the fields it needs)."""
+    snapshot: str | None = option(None, "snapshot file written by train.py, or an experiment directory (its best "
+                                        "snapshot)", group='model', required=True)
+    snapshot_dir: str | None = option(None, "EXP/snapshots of a run trained with --cycles > 1 (or EXP)", group='model',
+                                      required=True)
+    cycles: int = option(0, "use only the last N cycles (default: all)", group='model', range=(0, 10 ** 6))
+    arch: str | None = option(None, "architecture; only a check: the snapshot knows its own", group='model',
+                              choices=_names('net.models', 'ARCHITECTURES'))
+    data_dir: str | None = option(None, "folder with train.csv, sample_submission.csv and the stacked .npy arrays "
+                                        "(default: the one the snapshot was trained on, else ./data)", group='data')
+    images: str | None = option(None, "predict this folder of 101x101 grayscale PNGs instead of the stacked test set: "
+                                      "ids are the file names without .png, in sample_submission.csv's order when "
+                                      "--data_dir is given and has one, else sorted; the default --out then ends in "
+                                      ".<DIR's name>.csv", group='data', metavar='DIR')
+    val_augs: str | None = option(None, "input transform (default: the snapshot's)", group='input',
+                                  choices=_names('net.augmentations', 'VAL_AUGS'))
+    val_transforms: str | None = option(None, "back-transform to 101x101 (default: the snapshot's)", group='input',
+                                        choices=_names('net.augmentations', 'BACK_TRANSFORMS'))
+    tta: str = option('null_hflip', "test-time augmentation set", group='input', choices=_names('net.tta', 'TTAS'))
+    batch_size: int = option(64, "images per forward pass", group='input', range=(1, 1 << 16))
+    th: float | str = option(0.5, "probability threshold in [0, 1] (default 0.5), or auto: the one optimize_threshold.py "
+                                  "found for this snapshot", group='submission', type=_probability_or_auto)
+    min_size: int | str = option(0, "drop predicted salt regions smaller than this many pixels, or auto: the size "
+                                    "optimize_threshold.py found for this snapshot (0 when none helped)",
+                                 group='submission', type=_int_or_auto, range=(0, 101 * 101))
+    empty_below: float | None = option(None, "empty a predicted mask when the model's salt head (an image-level output "
+                                             "of some architectures) gives the image a salt probability below P "
+                                             "(default: off); the raw masks stay as predicted, the salt probabilities "
+                                             "are saved beside them (.salt.npy)", group='submission', metavar='P',
+                                       type=_probability)
+    out: str | None = option(None, "submission CSV path (default: EXPERIMENT/predictions/<snapshot>.csv)",
+                             group='submission')
+
+
+PREDICT_GROUPS = {'model': 'snapshot', 'data': 'data', 'input': 'input', 'submission': 'submission',
+                  'device': 'device'}
+# predict_se.py's own wording: its snapshots are each cycle's best, and auto is its own search.
+ENSEMBLE_FOUND = ("a search on the chosen snapshots' averaged validation masks finds (saved as "
+                  "EXP/snapshots/snapshot_ensemble.best.json)")
+ENSEMBLE_HELPS = {
+    'th': f"probability threshold in [0, 1] (default 0.5), or auto: the one {ENSEMBLE_FOUND}",
+    'min_size': f"drop predicted salt regions smaller than this many pixels, or auto: the size {ENSEMBLE_FOUND} "
+                f"(0 when none helped)",
+    'out': "submission CSV path (default: EXPERIMENT/predictions/snapshot_ensemble.csv)"}
+
+
 # The options --resume may change (the README's list); device and logging options are not part of the run.
 RESUME_MAY_CHANGE = frozenset({'n_epochs', 'max_minutes', 'keep_snapshots'})
 

@@ -1,6 +1,7 @@
 """Inference every predict script shares: a model from a snapshot, its transforms, predict_probs, and the
 glue of predict.py, predict_tta.py and predict_se.py (option checks, the images to predict, one snapshot's
 probabilities)."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from net.loader import float_input, targets_from
 from net.models import ARCHITECTURES, build_model
 from net.runtime import setup_runtime
 from net.tta import TTAS, build_tta
-from utils.cli import DEVICE_RANGES, Parser, check_ranges, data_options, device_options, predict_options
+from net.config import ENSEMBLE_HELPS, PREDICT_GROUPS, PredictConfig
+from utils.cli import Parser, check_ranges
+from utils.config import add_options, from_namespace, ranges_of
 from utils.data import data_dir_for, image_folder, load_test_images
 from utils.errors import UserError
 from utils.io import check_output, guard_data_dir, load_snapshot
@@ -132,50 +135,50 @@ def _torch_dtype(np_dtype):
 
 # ---------------------------------------------------------------- the predict scripts' glue
 
-def predict_args(description, argv=None, tta=None, snapshot=True, more=None):
-    """Parse a predict script's command line: the shared predict, data and device options, --tta with
-    default `tta` (none: args.tta is 'null'), and what `more(parser)` adds; checked by check_options."""
-    p = Parser(description=description, parents=[predict_options(snapshot), data_options(), device_options()])
-    for action in p._actions:  # utils/ cannot know net's registries: their names are listed here
-        registry = {'arch': ARCHITECTURES, 'val_augs': VAL_AUGS, 'val_transforms': BACK_TRANSFORMS}.get(action.dest)
-        if registry is not None:
-            action.choices = sorted(registry)
-    if tta is not None:
-        p.add_argument('--tta', default=tta, choices=sorted(TTAS), help="test-time augmentation set")
-    if more is not None:
-        more(p)
-    args = p.parse_args(argv)
-    check_options(p, args)
+# Every numeric option of the predict scripts, with its range (predict_se.py's --cycles: 0 is all of them).
+PREDICT_RANGES = ranges_of(PredictConfig)
+
+
+def predict_args(description, argv=None, tta=None, snapshot=True):
+    """A predict script's PredictConfig from its command line: its fields of PredictConfig (predict.py has no
+    --tta unless `tta` gives its default, and is then 'null'; snapshot=False: predict_se.py's --snapshot_dir
+    and --cycles instead of --snapshot), checked by check_options."""
+    names = {f.name for f in dataclasses.fields(PredictConfig)} - ({'snapshot_dir', 'cycles'} if snapshot else {'snapshot'})
     if tta is None:
-        args.tta = 'null'
-    return args
+        names.discard('tta')
+    p = Parser(description=description)
+    add_options(p, PredictConfig, defaults={'tta': tta} if tta else None, groups=PREDICT_GROUPS, only=names,
+                helps=None if snapshot else ENSEMBLE_HELPS)
+    ns = p.parse_args(argv)
+    more = {} if tta is not None else {'tta': 'null'}
+    config = from_namespace(PredictConfig, ns, **more)
+    check_options(p, config)
+    return config
 
 
 def check_options(p, args):
-    """One-line errors for predict options that argparse cannot check by itself (the registered names it
-    checks: predict_args gives --arch, --val_augs and --val_transforms their choices)."""
+    """One-line errors for predict options that argparse cannot check by itself (their registered names and
+    types it checks: PredictConfig's fields give them)."""
     if args.out is not None and Path(args.out).suffix != '.csv':
         p.error(f"--out {args.out} must end in .csv")
     if args.batch_size < 1:
         p.error("--batch_size must be at least 1")
-    if getattr(args, 'min_size', 0) != 'auto' and getattr(args, 'min_size', 0) < 0:
+    if args.min_size != 'auto' and args.min_size < 0:
         p.error("--min_size must be at least 0")
-    # Every numeric option of the predict scripts (predict_se.py's --cycles: 0 is all of them).
-    check_ranges(p, args, {'batch_size': (1, 1 << 16), 'min_size': (0, 101 * 101), 'cycles': (0, 10 ** 6),
-                           **DEVICE_RANGES})
+    check_ranges(p, args, PREDICT_RANGES)
 
 
 def images_to_predict(args, snap):
     """(uint8 images (N, 101, 101), ids): the PNGs of --images, else the stacked test set of the data folder
     (--data_dir, else the snapshot's)."""
-    if getattr(args, 'images', None):
+    if args.images:
         return image_folder(args.images, args.data_dir)
     return load_test_images(data_dir_for(args.data_dir, snap))
 
 
 def output_tag(args):
     """What the default output name adds for --images: .<folder name> ('' for the test set)."""
-    return f".{Path(args.images).resolve().name}" if getattr(args, 'images', None) else ''
+    return f".{Path(args.images).resolve().name}" if args.images else ''
 
 
 def predict_one(path, args, rt, images, tta, snap=None):
@@ -185,7 +188,7 @@ def predict_one(path, args, rt, images, tta, snap=None):
     val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
     outputs = getattr(model, 'output_keys', ())
     keys = ('mask', 'border') if 'border' in outputs else ('mask',)
-    if getattr(args, 'empty_below', None) is not None:
+    if args.empty_below is not None:
         if 'salt' not in outputs:
             raise UserError(f"--empty_below needs a model with a salt head, and {path} is a {snap['arch']} without "
                             f"one; drop --empty_below, or pass a snapshot of an architecture with a 'salt' output "
@@ -205,29 +208,30 @@ def predict_one(path, args, rt, images, tta, snap=None):
 def predict_snapshot(args):
     """predict.py and predict_tta.py: one snapshot (or an experiment's best), its probabilities saved and
     turned into a submission (default EXP/predictions/<snapshot>[.tta_<set>][.<images folder>].csv)."""
-    args.snapshot = resolve_snapshot(args.snapshot)
+    args = dataclasses.replace(args, snapshot=resolve_snapshot(args.snapshot))
     rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads)
     views = build_tta(args.tta)
     snap = load_snapshot(args.snapshot)
     tag = ('' if args.tta == 'null' else f'.tta_{args.tta}') + output_tag(args)
     out = args.out or prediction_path(args.snapshot, tag)
     check_prediction_outputs(out, args, snap)
-    args.th, args.min_size = searched_options(args.snapshot, args.th, args.min_size)
+    th, min_size = searched_options(args.snapshot, args.th, args.min_size)
+    args = dataclasses.replace(args, th=th, min_size=min_size)
     images, ids = images_to_predict(args, snap)
     probs, snap = predict_one(args.snapshot, args, rt, images, views, snap)
     extra = {k: v for k, v in probs.items() if k != 'mask'}
     return save_prediction(out, ids, probs['mask'], args.th, extra, args.min_size,
-                           emptied(probs.get('salt'), getattr(args, 'empty_below', None)))
+                           emptied(probs.get('salt'), args.empty_below))
 
 
 def check_prediction_outputs(out, args, snap):
     """Before any work: the submission `out` and the arrays beside it may be written (utils.io.check_output),
     none of them being the data folder's stacked arrays or CSVs or another input."""
-    if not getattr(args, 'images', None):
+    if not args.images:
         guard_data_dir(data_dir_for(args.data_dir, snap))
     out = Path(out)
     paths = [out, out.with_suffix('.npy')]
-    if getattr(args, 'empty_below', None) is not None:
+    if args.empty_below is not None:
         paths.append(out.with_name(out.stem + '.salt.npy'))
     for p in paths:
         check_output(p)

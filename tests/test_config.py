@@ -61,3 +61,27 @@ def test_unknown_plain_names_are_one_line(argv, phrase, capsys):
         parse_args([*argv, '--experiment_dir', 'x'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and phrase in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_scripts_take_their_fields_of_predict_config(capsys):
+    import predict
+    import predict_se
+    import predict_tta
+    from net.config import PredictConfig
+    c = predict.parse_args(['--snapshot', 's', '--th', 'auto', '--min_size', '12'])
+    assert isinstance(c, PredictConfig) and c.tta == 'null' and (c.th, c.min_size) == ('auto', 12)
+    assert predict_tta.parse_args(['--snapshot', 's']).tta == 'null_hflip'
+    se = predict_se.parse_args(['--snapshot_dir', 'd', '--cycles', '2', '--tta', 'null'])
+    assert (se.snapshot_dir, se.cycles, se.tta) == ('d', 2, 'null')
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        se.th = 0.3
+    for script, argv, phrase in ((predict, ['--snapshot', 's', '--tta', 'null'], 'unrecognized arguments: --tta'),
+                                 (predict_se, ['--cycles', '1'], '--snapshot_dir'),
+                                 (predict_tta, ['--snapshot', 's', '--batch_size', '0'], '--batch_size'),
+                                 (predict_tta, ['--snapshot', 's', '--arch', 'nope'], 'unet_plain_ds')):
+        with pytest.raises(SystemExit):
+            script.parse_args(argv)
+        assert phrase in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_se.parse_args(['--help'])
+    assert 'snapshot_ensemble.best.json' in capsys.readouterr().out  # its own wording of --th auto

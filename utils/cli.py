@@ -121,40 +121,6 @@ def device_options():
 DEVICE_RANGES = ranges_of(DeviceOptions)
 
 
-def predict_options(snapshot=True):
-    """The options every predict script shares; snapshot=False leaves out --snapshot (predict_se.py
-    names its snapshots by --snapshot_dir) and makes auto mean the ensemble's own search."""
-    p = argparse.ArgumentParser(add_help=False)
-    if snapshot:
-        p.add_argument('--snapshot', required=True,
-                       help="snapshot file written by train.py, or an experiment directory (its best snapshot)")
-        found = "optimize_threshold.py found for this snapshot"
-        out = "EXPERIMENT/predictions/<snapshot>.csv"
-    else:
-        found = "a search on the chosen snapshots' averaged validation masks finds (saved as EXP/snapshots/" \
-                "snapshot_ensemble.best.json)"
-        out = "EXPERIMENT/predictions/snapshot_ensemble.csv"
-    p.add_argument('--th', type=probability_or_auto, default=0.5,
-                   help=f"probability threshold in [0, 1] (default 0.5), or auto: the one {found}")
-    p.add_argument('--arch', default=None, help="architecture; only a check: the snapshot knows its own")
-    p.add_argument('--val_augs', default=None, help="input transform (default: the snapshot's)")
-    p.add_argument('--val_transforms', default=None, help="back-transform to 101x101 (default: the snapshot's)")
-    p.add_argument('--batch_size', type=int, default=64)
-    p.add_argument('--min_size', type=int_or_auto, default=0,
-                   help=f"drop predicted salt regions smaller than this many pixels, or auto: the size {found} "
-                        f"(0 when none helped)")
-    p.add_argument('--images', default=None, metavar='DIR',
-                   help="predict this folder of 101x101 grayscale PNGs instead of the stacked test set: ids are the "
-                        "file names without .png, in sample_submission.csv's order when --data_dir is given and has "
-                        "one, else sorted; the default --out then ends in .<DIR's name>.csv")
-    p.add_argument('--empty_below', type=probability, default=None, metavar='P',
-                   help="empty a predicted mask when the model's salt head (an image-level output of some "
-                        "architectures) gives the image a salt probability below P (default: off); the raw masks "
-                        "stay as predicted, the salt probabilities are saved beside them (.salt.npy)")
-    p.add_argument('--out', default=None, help=f"submission CSV path (default: {out})")
-    return p
-
-
 def probability(text):
     try:
         v = float(text)

@@ -43,15 +43,18 @@ def value_type(annotation):
     return args[0] if args else annotation
 
 
-def add_options(parser, cls, defaults=None, groups=None):
+def add_options(parser, cls, defaults=None, groups=None, only=None, helps=None):
     """One argparse option per cli field of `cls`, in argument groups by the fields' group (the order of first
     appearance). defaults: {name: value} that replace the fields' own (e.g. train_border.py's arch).
-    groups: {group name: title}, in the order of the help; a group not in it comes after, titled by its name."""
-    defaults = defaults or {}
-    used = {f.metadata['group'] for f in fields_of(cls, cli=True)}
+    groups: {group name: title}, in the order of the help; a group not in it comes after, titled by its name.
+    only: the names of the fields to make options of (default: every cli field). helps: {name: help} that
+    replace the fields' own (a script's own wording)."""
+    defaults, helps = defaults or {}, helps or {}
+    chosen = [f for f in fields_of(cls, cli=True) if only is None or f.name in only]
+    used = {f.metadata['group'] for f in chosen}
     made = {g: parser.add_argument_group(title) for g, title in (groups or {}).items() if g in used}
-    for f in fields_of(cls, cli=True):
-        m = f.metadata
+    for f in chosen:
+        m = dict(f.metadata, help=helps.get(f.name, f.metadata['help']))
         g = m['group']
         if g not in made:
             made[g] = parser.add_argument_group((groups or {}).get(g, g))
