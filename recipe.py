@@ -10,7 +10,7 @@ command resumes):
 1. utils/stack_and_save.py and utils/make_folds.py --n 5, unless DATA already holds them;
 2. train_folds.py, stage 1 (the presets: unet_plain_ds with BCE on the mask, the per-scale heads and
    the salt head, adam 1e-3), a cosine over the stage's minutes per fold;
-3. train_folds.py, stage 2 (the presets: Lovasz fine-tuning, adam 1e-4) from each fold's stage-1
+3. train_folds.py, stage 2 (the presets: symmetric Lovasz fine-tuning, adam 1e-4) from each fold's stage-1
    best snapshot, then the out-of-fold threshold and small-region size over all folds' validation
    images, each fold's best snapshot predicting the test images with hflip TTA, and their average
    thresholded into OUT.

@@ -52,7 +52,9 @@ def recipe_stages(path):
 ROWS = {
     'base': ("the recipe: unet_plain_ds, BCE then Lovasz, pad 112", '', '', {}),
     'seed2': ("the recipe, another seed (the noise)", '--seed 7', '--seed 7', {}),
+    'seed3': ("the recipe, a third seed (the noise)", '--seed 11', '--seed 11', {}),
     'sym': ("stage 2: symmetric Lovasz on the mask", '', '--loss combined_sym', {}),
+    'sym_seed2': ("symmetric Lovasz, another seed", '--seed 7', '--seed 7 --loss combined_sym', {}),
     'salt_only': ("mask losses on salt images only; salt head empties at predict",
                   '--loss combined_bce_salt', '--loss combined_salt', {'empty_below': True}),
     'sym_salt': ("symmetric Lovasz, salt images only; salt head empties at predict",

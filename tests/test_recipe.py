@@ -28,7 +28,7 @@ def test_recipe_smoke_runs_every_step_and_resumes(tmp_path):
         for k in (0, 1):
             assert (exp.parent / f'r_{stage}_fold{k}' / 'summary.json').is_file()
     cfg = json.loads((exp.parent / 'r_s2_fold1' / 'train_config.json').read_text())
-    assert cfg['init'].startswith(str(exp.parent / 'r_s1_fold1')) and cfg['loss'] == 'combined'
+    assert cfg['init'].startswith(str(exp.parent / 'r_s1_fold1')) and cfg['loss'] == 'combined_sym'
     assert cfg['batch_size'] == 4 and cfg['schedule_by'] == 'time' and cfg['train_augs'] == 'train_112_v3'
     assert json.loads((exp.parent / 'r_s1_fold0' / 'train_config.json').read_text())['loss'] == 'combined_bce'
     record = json.loads((exp.parent / 'r.recipe.json').read_text())
