@@ -4,8 +4,9 @@
         [--rows base,seed2,...] [--jobs 2] [--threads 1] [--out benchmarks/ablation_epochs.md]
 
 DATA must be stacked and folded (utils/stack_and_save.py, utils/make_folds.py --n 5). A row trains
-stage 1 (BCE on every head, adam 1e-3, a cosine over E1 epochs) and stage 2 (Lovasz fine-tuning,
-adam 1e-4, a cosine over E2 epochs from stage 1's best snapshot), both with a fixed seed, then
+the two stages of --recipe (recipes/cpu.toml: BCE on every head, adam 1e-3, then symmetric Lovasz
+fine-tuning, adam 1e-4), as a cosine over E1 and then E2 epochs (stage 2 from stage 1's best
+snapshot), both with a fixed seed, then
 scores stage 2's best snapshot (for the cycle rows: the mean of each cycle's best) on fold 0's
 validation images: at the threshold searched on its saved validation masks, with hflip TTA at
 the threshold searched on the TTA masks, and that TTA score by salt coverage of the true masks.
@@ -53,7 +54,8 @@ ROWS = {
     'base': ("the recipe: unet_plain_ds, BCE then Lovasz, pad 112", '', '', {}),
     'seed2': ("the recipe, another seed (the noise)", '--seed 7', '--seed 7', {}),
     'seed3': ("the recipe, a third seed (the noise)", '--seed 11', '--seed 11', {}),
-    'sym': ("stage 2: symmetric Lovasz on the mask", '', '--loss combined_sym', {}),
+    'sym': ("stage 2: symmetric Lovasz on the mask (the recipe's since 2026-12-02)", '', '--loss combined_sym', {}),
+    'lovasz': ("stage 2: plain Lovasz on the mask (the recipe's before 2026-12-02)", '', '--loss combined', {}),
     'sym_seed2': ("symmetric Lovasz, another seed", '--seed 7', '--seed 7 --loss combined_sym', {}),
     'salt_only': ("mask losses on salt images only; salt head empties at predict",
                   '--loss combined_bce_salt', '--loss combined_salt', {'empty_below': True}),

@@ -36,7 +36,7 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     saved = json.loads(out.with_suffix('.json').read_text())
     assert saved['epochs'] == [1, 1] and saved['arch'] == 'unet_plain_ds_w8'
     stage2 = saved['rows']['sym']['commands'][1]
-    assert '--loss combined --optimizer adam_1e-4' in stage2 and stage2.endswith('--loss combined_sym')
+    assert '--loss combined_sym --optimizer adam_1e-4' in stage2 and stage2.endswith('--loss combined_sym')
     assert f"--init {tmp_path / 'exp'}" in stage2
     # the same command again trains nothing: every row is in the JSON with the same commands
     again = run(args)

@@ -95,7 +95,9 @@ def test_recipe_py_refuses_a_bad_recipe_before_any_work(tmp_path):
     data.mkdir()
     mine = tmp_path / 'mine.toml'
     shutil.copy(ROOT / 'recipes' / 'cpu.toml', mine)
-    mine.write_text(mine.read_text().replace('loss = "combined"', 'loss = "no_such_loss"'))
+    text = mine.read_text()
+    assert 'loss = "combined_sym"' in text
+    mine.write_text(text.replace('loss = "combined_sym"', 'loss = "no_such_loss"'))
     r = run_main(['recipe.py', '--recipe', mine, '--data_dir', data, '--experiment_dir', tmp_path / 'e' / 'r'],
                  check=False)
     assert r.returncode == 2 and 'no_such_loss' in r.stderr and 'Traceback' not in r.stderr
