@@ -51,7 +51,7 @@ def recipe_stages(path):
 # scoring: 'cycles' scores the mean of each cycle's best snapshot; 'empty_below' also empties the
 # masks whose salt head says no salt, at the cut that scores best.
 ROWS = {
-    'base': ("the recipe: unet_plain_ds, BCE then Lovasz, pad 112", '', '', {}),
+    'base': ("the recipe (--recipe, recipes/cpu.toml by default) at --arch", '', '', {}),
     'seed2': ("the recipe, another seed (the noise)", '--seed 7', '--seed 7', {}),
     'seed3': ("the recipe, a third seed (the noise)", '--seed 11', '--seed 11', {}),
     'sym': ("stage 2: symmetric Lovasz on the mask (the recipe's since 2026-12-02)", '', '--loss combined_sym', {}),

@@ -8,23 +8,24 @@ in every snapshot; ``TrainConfig.from_saved`` reads them back.
 
 Adding a training option is adding a field here: its default, help, group and range go on the field;
 the code that uses it reads ``config['name']`` (net/loop.py's fit gets the saved dict). If --resume may
-change it, mark it ``resume=True`` below (RESUME_MAY_CHANGE).
+change it, add its name to RESUME_MAY_CHANGE below.
 """
 import dataclasses
 from dataclasses import dataclass
 
-from utils.cli import SEED_RANGE, DeviceOptions
+from utils.cli import SEED_RANGE, DeviceOptions, int_or_auto, probability, probability_or_auto
 from utils.config import option
 
 GROUPS = {'data': 'data', 'model': 'model', 'input': 'input geometry', 'loss': 'loss', 'optimizer': 'optimizer',
           'schedule': 'schedule', 'run': 'run', 'device': 'device'}
 
 
-def _reg(name):
-    """The names of a registry, looked up when the parser is built (the registries import torch)."""
+def _names(module, attr):
+    """The names of a registry of another module, looked up when a parser is built (the registries import
+    torch and the models)."""
     def names():
-        from net.training import registries
-        return registries()[name]
+        import importlib
+        return getattr(importlib.import_module(module), attr)
     return names
 
 
@@ -38,7 +39,8 @@ class TrainConfig(DeviceOptions):
     limit: int = option(0, "use only the first N training and N//4 validation images (smoke tests)", group='data',
                         range=(0, 10 ** 9))
     # model
-    arch: str = option('unet_resnet34_v1', "architecture", group='model', choices=_reg('arch'))
+    arch: str = option('unet_resnet34_v1', "architecture", group='model',
+                       choices=_names('net.models', 'ARCHITECTURES'))
     pretrained: str = option('auto', "encoder weights: auto (ImageNet weights where the encoder has them and they are "
                                      "cached or downloadable, else from scratch, quietly), imagenet (the same, with a "
                                      "warning when they cannot be had), none, or a path to an encoder state dict",
@@ -50,13 +52,13 @@ class TrainConfig(DeviceOptions):
     train_augs: str = option('train_128_v1', "the same choice as --input, by the train augmentation's name "
                                              "(train_112_v3 is --input pad112, train_128_v3 pad128, train_128_v1 "
                                              "resize128, train_128_v2 resize128_affine, train_256_v1 resize202_pad256)",
-                             group='input', choices=_reg('train_augs'))
+                             group='input', choices=_names('net.geometry', 'PRESETS'))
     val_augs: str | None = option(None, "validation input transform (default: the input preset's)", group='input',
-                                  choices=_reg('val_augs'))
+                                  choices=_names('net.augmentations', 'VAL_AUGS'))
     val_transforms: str | None = option(None, "back-transform to 101x101 (default: the one that undoes --val_augs)",
-                                        group='input', choices=_reg('val_transforms'))
+                                        group='input', choices=_names('net.augmentations', 'BACK_TRANSFORMS'))
     # loss
-    loss: str = option('BCE', "training loss", group='loss', choices=_reg('loss'))
+    loss: str = option('BCE', "training loss", group='loss', choices=_names('net.losses', 'LOSSES'))
     loss_region: str = option('full', "center: the loss sees only the fixed central 101x101 window of the input, "
                                       "where a padding preset (train_112_v3, train_128_v3) puts the tile, not its "
                                       "reflect-101 pad", group='loss', choices=('full', 'center'))
@@ -65,14 +67,14 @@ class TrainConfig(DeviceOptions):
                                 group='loss', metavar='F', range=(0, 10 ** 3))
     # optimizer
     optimizer: str = option('adam_1e-4', "optimizer and its learning rate", group='optimizer',
-                            choices=_reg('optimizer'))
+                            choices=_names('net.optim', 'OPTIMIZERS'))
     lr: float | None = option(None, "learning rate instead of the optimizer name's (e.g. scaled up with a larger "
                                     "--batch_size)", group='optimizer', range=(0, 10.0))
     batch_size: int = option(32, "training images per step", group='optimizer', range=(1, 1 << 16))
     val_batch_size: int = option(64, "validation images per step", group='optimizer', range=(1, 1 << 16))
     # schedule
     scheduler: str = option('step_50_05', "learning-rate schedule by epoch", group='schedule',
-                            choices=_reg('scheduler'))
+                            choices=_names('net.optim', 'SCHEDULERS'))
     schedule_by: str = option('epoch', "time: with --max_minutes, the learning rate follows a cosine over the time "
                                        "budget", group='schedule', choices=('epoch', 'time'))
     n_epochs: int | None = option(None, "epochs (default 200; with --resume, the run's own)", group='schedule',
@@ -126,29 +128,6 @@ class TrainConfig(DeviceOptions):
         return cls(**{k: v for k, v in saved.items() if k in names})
 
 
-def _names(module, attr):
-    """The names of a registry of another module, looked up when a parser is built."""
-    def names():
-        import importlib
-        return getattr(importlib.import_module(module), attr)
-    return names
-
-
-def _probability_or_auto(text):
-    from utils.cli import probability_or_auto
-    return probability_or_auto(text)
-
-
-def _int_or_auto(text):
-    from utils.cli import int_or_auto
-    return int_or_auto(text)
-
-
-def _probability(text):
-    from utils.cli import probability
-    return probability(text)
-
-
 @dataclass(frozen=True)
 class PredictConfig(DeviceOptions):
     """The options of predict.py, predict_tta.py and predict_se.py (each takes the fields it needs)."""
@@ -172,15 +151,15 @@ class PredictConfig(DeviceOptions):
     tta: str = option('null_hflip', "test-time augmentation set", group='input', choices=_names('net.tta', 'TTAS'))
     batch_size: int = option(64, "images per forward pass", group='input', range=(1, 1 << 16))
     th: float | str = option(0.5, "probability threshold in [0, 1] (default 0.5), or auto: the one optimize_threshold.py "
-                                  "found for this snapshot", group='submission', type=_probability_or_auto)
+                                  "found for this snapshot", group='submission', type=probability_or_auto)
     min_size: int | str = option(0, "drop predicted salt regions smaller than this many pixels, or auto: the size "
                                     "optimize_threshold.py found for this snapshot (0 when none helped)",
-                                 group='submission', type=_int_or_auto, range=(0, 101 * 101))
+                                 group='submission', type=int_or_auto, range=(0, 101 * 101))
     empty_below: float | None = option(None, "empty a predicted mask when the model's salt head (an image-level output "
                                              "of some architectures) gives the image a salt probability below P "
                                              "(default: off); the raw masks stay as predicted, the salt probabilities "
                                              "are saved beside them (.salt.npy)", group='submission', metavar='P',
-                                       type=_probability)
+                                       type=probability)
     out: str | None = option(None, "submission CSV path (default: EXPERIMENT/predictions/<snapshot>.csv)",
                              group='submission')
 
@@ -205,7 +184,7 @@ def validated(config=None, options=None):
     """The TrainConfig of the Python API (salt.train): `config` with `options` replacing its fields (or a
     TrainConfig of `options` alone), checked as the parser checks a command line. UserError (one line)."""
     from utils.cli import check_ranges
-    from utils.config import value_type, ranges_of
+    from utils.config import ranges_of, value_type
     from utils.errors import UserError
 
     options = dict(options or {})
@@ -223,26 +202,36 @@ def validated(config=None, options=None):
     if config is not None and not isinstance(config, TrainConfig):
         raise UserError(f"config must be a TrainConfig, not {type(config).__name__}")
     cfg = dataclasses.replace(config, **options) if config is not None else TrainConfig(**options)
-
-    def error(message):
-        raise UserError(message)
-
+    error = _Raises().error
     for f in dataclasses.fields(TrainConfig):
         v, kind = getattr(cfg, f.name), value_type(f.type)
         if v is None and f.default is None and f.name != 'experiment_dir':
             continue
         if f.name == 'experiment_dir' and not v:
             error("experiment_dir is required: the run's folder")
-        ok = (isinstance(v, bool) if kind is bool else isinstance(v, (int, float)) and not isinstance(v, bool)
-              if kind is float else isinstance(v, int) and not isinstance(v, bool) if kind is int
-              else isinstance(v, kind) if isinstance(kind, type) else True)
-        if not ok:
+        if not _of_kind(v, kind):
             error(f"{f.name} must be of type {kind.__name__}; got {v!r}")
         choices = f.metadata.get('choices')
         if choices is not None:
             names = choices() if callable(choices) else choices
             if v not in names:
                 error(f"unknown {f.name} {v!r}; choose one of: {', '.join(sorted(names))}")
-    check_ranges(type('Checker', (), {'error': staticmethod(error)}), cfg, ranges_of(TrainConfig))
+    check_ranges(_Raises(), cfg, ranges_of(TrainConfig))
     cfg.check(error)
     return cfg
+
+
+def _of_kind(value, kind):
+    """Whether `value` is of a field's value type, as the parser would have made it (an int for a float field
+    too; a bool is no number)."""
+    if kind in (int, float):
+        return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+class _Raises:
+    """What utils.cli.check_ranges calls on a value out of range: a UserError, as the parser's one line."""
+
+    def error(self, message):
+        from utils.errors import UserError
+        raise UserError(message)

@@ -181,9 +181,9 @@ def output_tag(args):
     return f".{Path(args.images).resolve().name}" if args.images else ''
 
 
-def predict_one(path, args, rt, images, tta, snap=None):
+def predict_one(path, args, rt, images, tta, snap=None, out_dtype=np.float16):
     """Probabilities (N, 101, 101) of one snapshot: {'mask': ..., 'border': ... when it has one, 'salt': (N,)
-    with --empty_below}, and the snapshot dict."""
+    with --empty_below}, as `out_dtype` (float16, as the predict scripts save them), and the snapshot dict."""
     model, snap = model_from_snapshot(path, rt, args.arch, snap)
     val_aug, back = transforms_for(snap, args.val_augs, args.val_transforms)
     outputs = getattr(model, 'output_keys', ())
@@ -195,7 +195,7 @@ def predict_one(path, args, rt, images, tta, snap=None):
                             f"({', '.join(SALT_HEAD_ARCHS)})")
         keys += ('salt',)
     probs, _ = predict_probs(model, images, val_aug, back, tta, rt, args.batch_size, keys=keys,
-                             desc=f"predict {Path(path).name}")
+                             out_dtype=out_dtype, desc=f"predict {Path(path).name}")
     for k, p in probs.items():
         bad = int((~np.isfinite(p)).reshape(len(p), -1).any(1).sum()) if len(p) else 0
         if bad:

@@ -27,33 +27,33 @@ def train(config=None, **options):
 
 
 def predict(snapshot, images=None, data_dir=None, tta='null', device='auto', batch_size=64):
-    """Salt probabilities (N, 101, 101) float32 of a snapshot (a file, or an experiment folder: its best).
+    """Salt probabilities (N, 101, 101) float32 of a snapshot (a file, or an experiment folder: its best),
+    as predict.py / predict_tta.py compute them (NaN or infinite ones refused).
 
     images: uint8 (N, 101, 101) to predict; None: the stacked test images of `data_dir` (default: the data
     the snapshot was trained on). Returns (probabilities, ids); ids is None for images given as an array.
     """
     import numpy as np
 
-    from net.inference import model_from_snapshot, predict_probs, transforms_for
+    from net.config import PredictConfig
+    from net.inference import images_to_predict, predict_one
     from net.runtime import setup_runtime
-    from net.tta import TTAS
-    from utils.data import data_dir_for, load_test_images
-    from utils.errors import UserError, lookup
+    from net.tta import build_tta
+    from utils.errors import UserError
     from utils.io import load_snapshot
     from utils.snapshots import resolve_snapshot
 
-    path = resolve_snapshot(snapshot)
-    snap = load_snapshot(path)
-    views = lookup(TTAS, tta, 'tta')
+    cfg = PredictConfig(snapshot=str(resolve_snapshot(snapshot)), data_dir=data_dir, tta=tta, device=device,
+                        batch_size=batch_size)
+    views = build_tta(tta)
+    snap = load_snapshot(cfg.snapshot)
     rt = setup_runtime(device)
     ids = None
     if images is None:
-        images, ids = load_test_images(data_dir_for(data_dir, snap), mmap=False)
+        images, ids = images_to_predict(cfg, snap)
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (101, 101):
         raise UserError(f"images must be uint8 (N, 101, 101), as utils/stack_and_save.py stacks them; got "
                         f"{images.dtype} {images.shape}")
-    model, snap = model_from_snapshot(path, rt, snap=snap)
-    val_aug, back = transforms_for(snap)
-    probs, _ = predict_probs(model, images, val_aug, back, views, rt, batch_size, out_dtype=np.float32)
+    probs, _ = predict_one(cfg.snapshot, cfg, rt, images, views, snap, out_dtype=np.float32)
     return probs['mask'], ids

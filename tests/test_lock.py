@@ -234,26 +234,12 @@ def test_no_locks_on_the_file_system_is_named_so(tmp_path, monkeypatch):
 def test_a_full_disk_while_writing_the_holder_gives_the_lock_back(tmp_path, monkeypatch):
     import errno
 
+    from test_disk_full import FillsUp  # a file whose writes fail once its budget (here none) is spent
     from utils import run_lock
     from utils.errors import UserError
     from utils.run_folder import Experiment
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(run_lock, 'open', lambda *a, **k: Full(open(*a, **k)), raising=False)
+    monkeypatch.setattr(run_lock, 'open', lambda *a, **k: FillsUp(open(*a, **k), 0, errno.ENOSPC), raising=False)
     exp = Experiment(tmp_path / 'exp')
     with pytest.raises(UserError, match=f'cannot write {exp.lock.path}: no space left'):
         exp.prepare(resume=False, overwrite=False)

@@ -2,7 +2,7 @@
 import argparse
 from dataclasses import dataclass
 
-from utils.config import add_options, option, ranges_of
+from utils.config import add_options, option
 
 
 class Parser(argparse.ArgumentParser):
@@ -116,9 +116,6 @@ def device_options():
     p = argparse.ArgumentParser(add_help=False)
     add_options(p, DeviceOptions)
     return p
-
-
-DEVICE_RANGES = ranges_of(DeviceOptions)
 
 
 def probability(text):
