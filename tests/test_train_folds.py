@@ -131,12 +131,13 @@ def test_folds_side_by_side_with_a_fold_placeholder(data, tmp_path):
     """--jobs 2 runs two folds at once (their lines prefixed); {fold} names the directories; the
     out-of-fold search also runs from optimize_threshold.py, and its one-fold mode is unchanged."""
     exp = tmp_path / 'par' / 'fold{fold}'
-    r = run(['train_folds.py', '--folds', '0,1', '--jobs', '2', '--experiment_dir', exp, *FAST, '--n_epochs', '2',
+    # 4 epochs: each fold trains well past the other's start-up, also with one thread a core under pytest-xdist
+    r = run(['train_folds.py', '--folds', '0,1', '--jobs', '2', '--experiment_dir', exp, *FAST, '--n_epochs', '4',
              '--data_dir', data])
     dirs = [tmp_path / 'par' / 'fold0', tmp_path / 'par' / 'fold1']
     for k, d in enumerate(dirs):
-        assert logged_epochs(d) == [1, 2]
-        assert f'[fold {k}] epoch 2/2' in r.stdout
+        assert logged_epochs(d) == [1, 2, 3, 4]
+        assert f'[fold {k}] epoch 4/4' in r.stdout
     # side by side: each fold started before the other one finished
     started = [(d / 'train_config.json').stat().st_mtime for d in dirs]
     ended = [(d / 'summary.json').stat().st_mtime for d in dirs]
