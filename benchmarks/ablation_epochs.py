@@ -70,6 +70,10 @@ ROWS = {
     'resize256': ("resize 101 -> 202, reflect pad to 256", '--train_augs train_256_v1', '--train_augs train_256_v1', {}),
     'small_crops': ("synthetic small-mask crops (0.25 x the images, half weight)", '--small_crops 0.25',
                     '--small_crops 0.25', {}),
+    'sym_crops': ("symmetric Lovasz and the small-mask crops together", '--small_crops 0.25',
+                  '--small_crops 0.25 --loss combined_sym', {}),
+    'sym_crops_seed2': ("symmetric Lovasz and the small-mask crops, another seed", '--seed 7 --small_crops 0.25',
+                        '--seed 7 --small_crops 0.25 --loss combined_sym', {}),
     'cycles': ("stage 2 as 3 cosine cycles, mean of each cycle's best", '', '--cycles 3', {'cycles': True}),
 }
 
