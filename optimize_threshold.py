@@ -17,7 +17,6 @@ choose), with .oof.thresholds.csv/.png beside it, which `predict_fold_avg.py --t
 --min_size auto` reads.
 """
 import argparse
-from pathlib import Path
 
 from utils.cli import Parser, check_ranges
 from utils.errors import run_cli
@@ -57,10 +56,8 @@ def size_list(text):
     return sizes
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    if isinstance(args.masks_fn, (str, Path)):  # a caller's Namespace with one path
-        args.masks_fn = [args.masks_fn]
+def main(argv=None):
+    args = parse_args(argv)
     if len(args.masks_fn) == 1 and args.out is None:
         return single(masks_file(args.masks_fn[0]), args.data_dir, args.steps, args.min_sizes)
     record = out_of_fold(args.masks_fn, args.data_dir, args.steps, args.min_sizes, args.out)

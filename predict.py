@@ -19,8 +19,8 @@ def parse_args(argv=None, tta=False):
     return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip' if tta else None)
 
 
-def main(args=None, tta=False):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args, tta)
+def main(argv=None, tta=False):
+    args = parse_args(argv, tta)
     return predict_snapshot(args)
 
 

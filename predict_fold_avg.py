@@ -61,8 +61,8 @@ def oof_options(masks, th, min_size, oof=None):
     return th, min_size
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     if Path(args.out).suffix != '.csv':
         raise UserError(f"--out {args.out} must end in .csv")
     args.th, args.min_size = oof_options(args.masks, args.th, args.min_size, args.oof)

@@ -43,8 +43,8 @@ def ensemble_options(chosen, snapshot_dir, th, min_size, data_dir=None):
     return th, min_size
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     chosen = best_per_cycle(args.snapshot_dir)
     if args.cycles:
         chosen = chosen[-args.cycles:]

@@ -13,8 +13,8 @@ def parse_args(argv=None):
     return predict_args(__doc__.split('\n')[0], argv, tta='null_hflip')
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     return predict_snapshot(args)
 
 

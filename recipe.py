@@ -117,8 +117,8 @@ def read_recipe(args):
     return load_recipe(path, build_parser().actions())
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     recipe = read_recipe(args)
     print(f"recipe {recipe.name} ({recipe.path}): {recipe.description}", flush=True)
     m1 = args.stage1_minutes or recipe.minutes[0]

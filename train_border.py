@@ -16,9 +16,8 @@ def parse_args(argv=None):
     return train_parse_args(argv, border=True)
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
-    return train_main(args, border=True)
+def main(argv=None):
+    return train_main(argv, border=True)
 
 
 if __name__ == '__main__':

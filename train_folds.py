@@ -32,8 +32,8 @@ from utils.thresholds import default_oof_path, out_of_fold
 ROOT = Path(__file__).resolve().parent
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
 
     folds, dirs, states = precheck(args)
     gpus = choose_gpus(args.gpus, args.shared.device)

@@ -172,8 +172,13 @@ def training_arrays(config):
     return tr_images, tr_masks, weights, va_images, va_targets
 
 
-def main(args=None, border=False):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args, border)
+def main(argv=None, border=False):
+    """train.py (border=True: train_border.py) on a command line."""
+    return run(parse_args(argv, border))
+
+
+def run(args):
+    """Train the run a TrainConfig describes (parse_args's, or salt.train's checked one); the summary dict."""
     exp = Experiment(args.experiment_dir)
     try:
         return _train(args, exp)

@@ -21,9 +21,8 @@ __all__ = ['TrainConfig', 'train', 'predict', 'write_submission']
 def train(config=None, **options):
     """Train one run, as train.py does: `config` (a TrainConfig), with `options` replacing its fields, or a
     TrainConfig made of `options` alone. Returns the summary dict (summary.json)."""
-    from net.training import main
-    cfg = validated(config, options)
-    return main(cfg, border=cfg.border)
+    from net.training import run
+    return run(validated(config, options))
 
 
 def predict(snapshot, images=None, data_dir=None, tta='null', device='auto', batch_size=64):

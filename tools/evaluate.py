@@ -50,8 +50,8 @@ def decode_all(rles, ids, path):
     return out
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     sub = read_masks(args.submission, 'submission')
     truth = read_masks(args.truth, 'truth')
     if not truth:

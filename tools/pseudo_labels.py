@@ -89,8 +89,8 @@ def _link_or_copy(src, dst):
         shutil.copy2(src, dst)
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     data, out = Path(args.data_dir), Path(args.out)
     if out.resolve() == data.resolve():
         raise UserError(f"--out {out} is the data folder itself; pass a new folder, e.g. {data}_pseudo")

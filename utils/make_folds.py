@@ -100,8 +100,8 @@ def sklearn_folds(labels, n, n_rows, seed):
     return folds
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     src = Path(args.p)
     fix = "pass --p with the competition's train.csv"
     frame = read_csv(src, 'train.csv', ['id'], fix)

@@ -28,8 +28,8 @@ def parse_args(argv=None):
 TRAIN_PARTS = ('train.csv', 'train/images', 'train/masks')
 
 
-def main(args=None):
-    args = args if args is not None and not isinstance(args, list) else parse_args(args)
+def main(argv=None):
+    args = parse_args(argv)
     d = data_dir_checked(args.data_dir)
     te = test_ids(d)
     # Without any training part (a folder for inference only) the test set is stacked alone; with
