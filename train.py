@@ -10,12 +10,12 @@ validation loss or score improves, a snapshot with its validation masks under EX
 Runs under torchrun for several processes: torchrun --nproc_per_node=N train.py ...
 """
 from net.training import build_config, load_fold, parse_args, registries  # noqa: F401  (the script's API)
-from net.training import main as run
+from net.training import main as train_main
 from utils.errors import run_cli
 
 
-def main(args=None):
-    return run(args, border=False)
+def main(argv=None):
+    return train_main(argv)
 
 
 if __name__ == '__main__':
