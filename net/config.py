@@ -7,8 +7,9 @@ name, absolute paths, the command), are the run's train_config.json, and are kep
 in every snapshot; ``TrainConfig.from_saved`` reads them back.
 
 Adding a training option is adding a field here: its default, help, group and range go on the field;
-the code that uses it reads ``config['name']`` (net/loop.py's fit gets the saved dict). If --resume may
-change it, add its name to RESUME_MAY_CHANGE below.
+the code that uses it reads ``config.name`` (net.training resolves the defaults that depend on other fields
+before anything runs; net/loop.py's fit gets that TrainConfig). If --resume may change it, add its name to
+RESUME_MAY_CHANGE below.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ class TrainConfig(DeviceOptions):
     # set by the script, not options
     border: bool = option(False, "train_border.py: the targets are the mask and its border", cli=False)
     given: frozenset = option(frozenset(), "the options given on the command line", saved=False, cli=False)
+    command: str | None = option(None, "the command line that started the run", cli=False)
 
     def check(self, error):
         """The checks across fields (a range of one field is utils.cli.check_ranges's): error(message) for each."""
@@ -126,6 +128,13 @@ class TrainConfig(DeviceOptions):
         older version did not save at their defaults; the resolved values beyond the fields are left out."""
         names = {f.name for f in dataclasses.fields(cls) if f.metadata.get('saved')}
         return cls(**{k: v for k, v in saved.items() if k in names})
+
+    def record(self):
+        """The dict saved with the run (train_config.json, the checkpoint, every snapshot): the saved fields, and
+        the name of the input geometry (--input) for readers of the file."""
+        from net.geometry import input_name
+        from utils.config import saved_dict
+        return {**saved_dict(self), 'input': input_name(self.train_augs)}
 
 
 @dataclass(frozen=True)

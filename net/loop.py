@@ -134,7 +134,8 @@ def _set_rng_state(state):
 
 def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, back, rt, exp, config,
         resume=None, on_epoch_end=None, log_terms=False):
-    """Train for config['n_epochs'] epochs in config['cycles'] learning-rate cycles.
+    """Train for config.n_epochs epochs in config.cycles learning-rate cycles (config: the run's resolved
+    net.config.TrainConfig; its record() goes into every snapshot and checkpoint).
 
     After every epoch: validate on the fold, write a snapshot and its validation masks when the
     validation loss or score of the current cycle improved, rewrite the log, and write a
@@ -142,13 +143,14 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
     Only rank 0 writes. Returns a summary dict (best epoch, score, paths). With log_terms, each row's
     'terms' holds the epoch's mean of every loss part (summed on the device only then: --tensorboard).
     """
-    n_epochs, cycles = config['n_epochs'], config['cycles']
+    n_epochs, cycles = config.n_epochs, config.cycles
+    record = config.record()
     per_cycle = math.ceil(n_epochs / cycles)
     base_lrs = [g['lr'] for g in optimizer.param_groups]
     scaler = amp_scaler(rt)
-    budget = config.get('max_minutes') or 0
-    by_time = budget > 0 and config.get('schedule_by') == 'time'
-    schedule = BY_TIME if by_time else config['scheduler']
+    budget = config.max_minutes or 0
+    by_time = budget > 0 and config.schedule_by == 'time'
+    schedule = BY_TIME if by_time else config.scheduler
     rows, best, done, spent = [], None, 0, 0.0
     if resume is not None:
         unwrap(model).load_state_dict(resume['model'])
@@ -167,7 +169,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
     start = time.monotonic() - spent
     deadline = start + budget * 60 if budget else None
     stopped_early = False
-    swa_share = config.get('swa') or 0.0
+    swa_share = config.swa or 0.0
     swa = None
     if swa_share and resume is not None and resume.get('swa') is not None:
         swa = _averaged(model, resume['swa'])
@@ -189,12 +191,12 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
             g['lr'] = lr_at(schedule, base, progress, per_cycle)
         lr = optimizer.param_groups[0]['lr']
         t0 = time.monotonic()
-        loader = train_set.epoch(config['batch_size'], config['seed'], epoch)
+        loader = train_set.epoch(config.batch_size, config.seed, epoch)
         terms = {} if log_terms else None
         train_loss, finished = train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler, deadline,
                                                desc=f"epoch {epoch}/{n_epochs}", terms=terms)
         val_loss, probs = evaluate(model, *val_inputs, loss_fn, val_aug, back, rt,
-                                   config.get('val_batch_size', 64), desc='validation')
+                                   config.val_batch_size, desc='validation')
         pred = probs > 0.5
         masks = val_targets[:, 0]  # the host copy: metrics are computed in numpy
         metrics = {'val_loss': val_loss, 'val_iou': mean_iou(pred, masks), 'val_score': score(pred, masks)}
@@ -205,7 +207,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         improved = metrics['val_loss'] < best['val_loss'] or metrics['val_score'] > best['val_score']
         saved = None
         if improved and rt.is_main:
-            saved = exp.save_snapshot(unwrap(model).state_dict(), config, epoch, cycle,
+            saved = exp.save_snapshot(unwrap(model).state_dict(), record, epoch, cycle,
                                       {**metrics, 'train_loss': train_loss}, probs)
         if improved:
             if metrics['val_score'] > best['val_score']:
@@ -221,7 +223,7 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
             # --resume rewrites from the checkpoint's rows, never a logged epoch that cannot be resumed.
             exp.save_checkpoint(checkpoint_state(
                 unwrap(model).state_dict(), optimizer.state_dict(), scaler.state_dict() if scaler is not None else None,
-                epoch, cycle, rows, best, base_lrs, _rng_state(), time.monotonic() - start, config,
+                epoch, cycle, rows, best, base_lrs, _rng_state(), time.monotonic() - start, record,
                 swa.state_dict() if swa is not None else None))
             exp.write_log(rows)
             tqdm.write(f"epoch {epoch}/{n_epochs}  train {train_loss:.4f}  val {val_loss:.4f}  "
@@ -272,7 +274,7 @@ def _finish_swa(swa, train_set, val_images, val_targets, loss_fn, val_aug, back,
         m.reset_running_stats()
         m.momentum = None
     net.train()
-    loader = train_set.epoch(config['batch_size'], config['seed'], last_epoch + 1)
+    loader = train_set.epoch(config.batch_size, config.seed, last_epoch + 1)
     try:
         for x, _ in tqdm(loader, desc='SWA BatchNorm pass', unit='batch', leave=False, disable=not rt.is_main):
             with rt.autocast():
@@ -286,12 +288,12 @@ def _finish_swa(swa, train_set, val_images, val_targets, loss_fn, val_aug, back,
             torch.distributed.all_reduce(buf)
             buf.div_(rt.world_size)
     val_loss, probs = evaluate(net, val_images, val_targets, loss_fn, val_aug, back, rt,
-                               config.get('val_batch_size', 64), desc='validation (SWA)')
+                               config.val_batch_size, desc='validation (SWA)')
     pred, masks = probs > 0.5, _host(val_targets)[:, 0]
     metrics = {'val_loss': val_loss, 'val_iou': mean_iou(pred, masks), 'val_score': score(pred, masks)}
     row = {'epoch': last_epoch, 'averaged': int(swa.n_averaged), **metrics, 'path': None}
     if rt.is_main:
-        row['path'] = str(exp.save_snapshot(net.state_dict(), config, last_epoch, 'swa', metrics, probs))
+        row['path'] = str(exp.save_snapshot(net.state_dict(), config.record(), last_epoch, 'swa', metrics, probs))
         tqdm.write(f"SWA of the last {row['averaged']} epochs: val {val_loss:.4f}  iou {metrics['val_iou']:.3f}  "
                    f"score {metrics['val_score']:.3f}  saved {row['path']}")
     return row

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from net.augmentations import BACK_TRANSFORMS, VAL_AUGS, build_back_transform, build_val_aug
-from net.geometry import INPUTS, PRESETS, input_name, input_preset, preset, run_inputs, tile_window
+from net.geometry import INPUTS, PRESETS, input_preset, preset, run_inputs, tile_window
 from net.loader import TrainBatches
 from net.loop import fit
 from net.losses import LOSSES, TileWindowLoss, build_loss
@@ -23,7 +23,7 @@ from net.config import GROUPS, RESUME_MAY_CHANGE, TrainConfig
 from net.small_crops import with_small_crops
 from utils.checkpoint import read_checkpoint
 from utils.cli import Parser, check_ranges, given_options
-from utils.config import add_options, from_namespace, ranges_of, saved_dict
+from utils.config import add_options, from_namespace, ranges_of
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
 from utils.errors import UserError
 from utils.io import load_snapshot
@@ -100,63 +100,81 @@ TRAIN_RANGES = ranges_of(TrainConfig)
 RUNTIME = {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata['saved']} | {'experiment_dir', 'border'}
 
 
-def check_resume_options(args, config, exp):
+def check_resume_options(args, saved, exp):
     """On --resume: an option of the run given again with another value is one line naming it (the run goes
-    on as it was made; only RESUME_MAY_CHANGE may differ)."""
-    if not hasattr(args, 'given'):
-        return
+    on as it was made; only RESUME_MAY_CHANGE may differ). `saved` is the checkpoint's config dict."""
     new = build_config(args, quiet=True, given=args.given)
     for name in sorted(args.given - RUNTIME - RESUME_MAY_CHANGE):
         if name == 'folds_csv' or name == 'data_dir':
-            same = str(Path(new[name]).resolve()) == str(Path(str(config.get(name))).resolve())
+            same = str(Path(getattr(new, name)).resolve()) == str(Path(str(saved.get(name))).resolve())
         elif name in ('val_augs', 'val_transforms', 'init'):
-            same = new[name] == config.get(name)
+            same = getattr(new, name) == saved.get(name)
         else:
-            same = getattr(args, name) == config.get(name)
+            same = getattr(args, name) == saved.get(name)
         if not same:
             flag = f"--{name}"
-            raise UserError(f"{flag} {getattr(args, name)} differs from the run's {config.get(name)} "
+            raise UserError(f"{flag} {getattr(args, name)} differs from the run's {saved.get(name)} "
                             f"({exp.config_path}): --resume goes on with the run's own options, and only --n_epochs, "
                             f"--max_minutes and --keep_snapshots may change; leave {flag} out, or train in another "
                             f"--experiment_dir")
 
 
 def build_config(args, quiet=False, given=None):
+    """The run's TrainConfig with every default that depends on others resolved: the epochs, the validation
+    input and back-transform of the train augmentation, absolute paths, the --init snapshot, the command.
+    Its record() is what the run saves. UserError (one line) for options that do not go together."""
     data_dir = Path(args.data_dir or 'data').resolve()
     folds_csv = Path(args.folds_csv).resolve() if args.folds_csv else data_dir / 'train_with_folds.csv'
-    config = saved_dict(args)
-    config['n_epochs'] = args.n_epochs or 200
-    config['input'] = input_name(args.train_augs)
-    config['val_augs'], config['val_transforms'] = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
-    if config['loss_region'] == 'center':
-        tile_window(args.train_augs, config['val_augs'])  # refused here, before anything is written
-    if config['small_crops'] and not build_loss(args.loss).takes_weight:
+    val_augs, val_transforms = run_inputs(args.train_augs, args.val_augs, args.val_transforms)
+    if args.loss_region == 'center':
+        tile_window(args.train_augs, val_augs)  # refused here, before anything is written
+    if args.small_crops and not build_loss(args.loss).takes_weight:
         weighted = ', '.join(sorted(n for n in LOSSES if build_loss(n).takes_weight))
         raise UserError(f"--small_crops weighs its samples by 0.5, which --loss {args.loss} cannot apply; pass a "
                         f"loss that can ({weighted}) or drop --small_crops")
     own = preset(args.train_augs).val
-    if config['val_augs'] != own and not quiet:
+    if val_augs != own and not quiet:
         print(f"warning: --train_augs {args.train_augs} places images like {own}, not like --val_augs "
-              f"{config['val_augs']}", file=sys.stderr)
+              f"{val_augs}", file=sys.stderr)
     init = args.init
     if init and (given is None or 'init' in given):
         init = resolve_snapshot(init)
-    config['init'] = str(Path(init).resolve()) if init else None
-    config.update(data_dir=str(data_dir), folds_csv=str(folds_csv), experiment_dir=str(Path(args.experiment_dir).resolve()),
-                  command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
-    return config
+    return dataclasses.replace(
+        args, n_epochs=args.n_epochs or 200, val_augs=val_augs, val_transforms=val_transforms,
+        init=str(Path(init).resolve()) if init else None, data_dir=str(data_dir), folds_csv=str(folds_csv),
+        experiment_dir=str(Path(args.experiment_dir).resolve()),
+        command=' '.join([Path(sys.argv[0]).name] + sys.argv[1:]))
+
+
+def resumed_config(args, resume, exp):
+    """The TrainConfig of the run that --resume continues: the checkpoint's, with only what RESUME_MAY_CHANGE
+    allows taken from `args` (any other option given with another value is refused)."""
+    saved = resume['config']
+    check_resume_options(args, saved, exp)
+    config = TrainConfig.from_saved(saved)
+    changes = {}
+    if args.n_epochs and args.n_epochs != config.n_epochs:
+        if config.cycles > 1:
+            raise UserError(f"--n_epochs cannot change when resuming a --cycles {config.cycles} run (it would move "
+                            f"the cycle boundaries); resume without --n_epochs")
+        changes['n_epochs'] = max(args.n_epochs, resume['epoch'])
+    if args.max_minutes:
+        changes['max_minutes'] = args.max_minutes
+    if args.keep_snapshots:  # e.g. after a full disk: keep fewer from now on
+        changes['keep_snapshots'] = args.keep_snapshots
+    return dataclasses.replace(config, **changes)
 
 
 def load_fold(config):
     """Training and validation arrays of the configured fold (with border targets for the border model)."""
-    data_dir = data_dir_checked(config['data_dir'])
+    data_dir = data_dir_checked(config.data_dir)
     images, masks = load_train_arrays(data_dir)
-    tr, va = fold_indices(data_dir, config['folds_csv'], config['fold'])
-    if config['limit']:
-        tr, va = tr[:config['limit']], va[:max(1, config['limit'] // 4)]
-    if len(tr) < config['batch_size']:
-        raise UserError(f"only {len(tr)} training images for --batch_size {config['batch_size']}; lower --batch_size")
-    return images[tr], masks[tr], images[va], targets_of(masks[va], config['border'])
+    tr, va = fold_indices(data_dir, config.folds_csv, config.fold)
+    if config.limit:
+        tr, va = tr[:config.limit], va[:max(1, config.limit // 4)]
+    if len(tr) < config.batch_size:
+        raise UserError(f"only {len(tr)} training images for --batch_size {config.batch_size}; lower --batch_size")
+    return images[tr], masks[tr], images[va], targets_of(masks[va], config.border)
 
 
 def training_arrays(config):
@@ -164,10 +182,10 @@ def training_arrays(config):
     (train images, train masks, per-image loss weights (N,) or None, val images, val targets)."""
     tr_images, tr_masks, va_images, va_targets = load_fold(config)
     weights = None
-    if config.get('small_crops'):
+    if config.small_crops:
         n = len(tr_images)
-        tr_images, tr_masks, weights, _ = with_small_crops(tr_images, tr_masks, config['small_crops'], config['seed'])
-        print(f"--small_crops {config['small_crops']}: {len(tr_images) - n} small-mask crops added to the {n} "
+        tr_images, tr_masks, weights, _ = with_small_crops(tr_images, tr_masks, config.small_crops, config.seed)
+        print(f"--small_crops {config.small_crops}: {len(tr_images) - n} small-mask crops added to the {n} "
               f"training images")
     return tr_images, tr_masks, weights, va_images, va_targets
 
@@ -194,55 +212,44 @@ def _train(args, exp):
     if args.resume:
         exp.check(resume=True, overwrite=False)
         resume = read_checkpoint(exp.checkpoint_path)
-        config = resume['config']
-        check_resume_options(args, config, exp)
-        # Only the length of the run, its time budget and how many snapshots it keeps may change when resuming.
-        if args.n_epochs and args.n_epochs != config['n_epochs']:
-            if config['cycles'] > 1:
-                raise UserError(f"--n_epochs cannot change when resuming a --cycles {config['cycles']} run (it would move "
-                                f"the cycle boundaries); resume without --n_epochs")
-            config['n_epochs'] = max(args.n_epochs, resume['epoch'])
-        if args.max_minutes:
-            config['max_minutes'] = args.max_minutes
-        if args.keep_snapshots:  # e.g. after a full disk: keep fewer from now on
-            config['keep_snapshots'] = args.keep_snapshots
+        config = resumed_config(args, resume, exp)
     else:
         config = build_config(args)
         exp.check(resume=False, overwrite=args.overwrite)
     if rt.distributed:
         torch.distributed.barrier()
-    torch.manual_seed(config['seed'])
-    np.random.seed(config['seed'])
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
 
     tr_images, tr_masks, weights, va_images, va_targets = training_arrays(config)
-    model = build_model(config['arch'], pretrained=config['pretrained'] if not resume else 'none')
-    if config.get('init') and not resume:
-        init_from(model, config['init'], config['arch'])
+    model = build_model(config.arch, pretrained=config.pretrained if not resume else 'none')
+    if config.init and not resume:
+        init_from(model, config.init, config.arch)
     loss_fn = run_loss(config)
     missing = set(getattr(loss_fn, 'requires', {'mask'})) - set(getattr(model, 'output_keys', {'mask'}))
     if missing:
-        raise UserError(f"loss {config['loss']} needs model outputs {sorted(missing)} that {config['arch']} "
+        raise UserError(f"loss {config.loss} needs model outputs {sorted(missing)} that {config.arch} "
                         f"does not give; pick a loss for this architecture (e.g. BCE, lovasz)")
-    if config['border'] and 'border' not in model.output_keys:
-        raise UserError(f"{config['arch']} has no border output; train_border.py needs --arch wide_resnet_border")
+    if config.border and 'border' not in model.output_keys:
+        raise UserError(f"{config.arch} has no border output; train_border.py needs --arch wide_resnet_border")
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config['optimizer'], model.parameters(), lr=config.get('lr'), fused=rt.cuda)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), lr=config.lr, fused=rt.cuda)
     if rt.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
     if args.compile:
         model = torch.compile(model, mode=None if args.compile == 'default' else args.compile)
-    with out_of_memory_is_user_error(config['batch_size']):
-        train_set = TrainBatches(tr_images, tr_masks, config['train_augs'], rt, with_border=config['border'],
+    with out_of_memory_is_user_error(config.batch_size):
+        train_set = TrainBatches(tr_images, tr_masks, config.train_augs, rt, with_border=config.border,
                                  weights=weights)
-    val_aug, back = build_val_aug(config['val_augs']), build_back_transform(config['val_transforms'])
+    val_aug, back = build_val_aug(config.val_augs), build_back_transform(config.val_transforms)
     if rt.is_main:
         # Only now, with every input checked, may --overwrite delete the earlier run.
         exp.prepare(resume=bool(resume), overwrite=args.overwrite)
-        exp.write_config(config)
-        print(f"training {config['arch']} on fold {config['fold']}: {len(tr_images)} train / {len(va_images)} val images, "
+        exp.write_config(config.record())
+        print(f"training {config.arch} on fold {config.fold}: {len(tr_images)} train / {len(va_images)} val images, "
               f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
               f"{f', {rt.world_size} processes' if rt.distributed else ''}")
     board = None
@@ -250,7 +257,7 @@ def _train(args, exp):
         board = TensorBoardLog(exp, resume['epoch'] if resume else 0)
     plots = make_plotter(exp, va_images, va_targets[:, 0], board) if rt.is_main else None
     try:
-        with out_of_memory_is_user_error(config['batch_size']):
+        with out_of_memory_is_user_error(config.batch_size):
             summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
                           resume=resume, on_epoch_end=plots, log_terms=args.tensorboard)
     finally:
@@ -266,11 +273,10 @@ def _train(args, exp):
 
 
 def run_loss(config):
-    """The run's loss: config['loss'], on the tile's window only with loss_region 'center'
-    (a config saved before the option existed is 'full')."""
-    loss_fn = build_loss(config['loss'])
-    if config.get('loss_region', 'full') == 'center':
-        loss_fn = TileWindowLoss(loss_fn, tile_window(config['train_augs'], config['val_augs']))
+    """The run's loss: config.loss, on the tile's window only with loss_region 'center'."""
+    loss_fn = build_loss(config.loss)
+    if config.loss_region == 'center':
+        loss_fn = TileWindowLoss(loss_fn, tile_window(config.train_augs, config.val_augs))
     return loss_fn
 
 

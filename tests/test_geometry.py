@@ -107,7 +107,7 @@ def test_input_option_is_train_augs_by_its_geometry(capsys):
     from net.training import build_config, parse_args
     a = parse_args(['--input', 'pad128', '--experiment_dir', 'x'])
     assert a.train_augs == 'train_128_v3' and 'train_augs' in a.given
-    config = build_config(a, quiet=True)
+    config = build_config(a, quiet=True).record()
     assert config['input'] == 'pad128' and (config['val_augs'], config['val_transforms']) == ('val_128', 'crop_from_128')
     # the two names of one choice: the later one on the command line wins, as for any repeated option
     assert parse_args(['--input', 'pad112', '--train_augs', 'train_256_v1', '--experiment_dir', 'x']).train_augs == 'train_256_v1'
