@@ -171,8 +171,33 @@ def setup_runtime(device='auto', amp='auto', channels_last='auto', workers=-1, t
     return Runtime(dev, amp_dtype, bool(channels_last), rank, world, workers, loader, ddp=launch is not None)
 
 
-def cpu_has_native_bf16():
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 / AMX), so that --amp bf16 pays."""
+# x86 flags of /proc/cpuinfo whose bfloat16 instructions oneDNN uses (AMX tiles, AVX-512 dot products)
+NATIVE_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def cpu_flags(cpuinfo='/proc/cpuinfo'):
+    """The CPU's feature flags from /proc/cpuinfo, or None where that file says nothing (not Linux, not x86)."""
+    try:
+        with open(cpuinfo, encoding='ascii', errors='replace') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return frozenset(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def cpu_has_native_bf16(flags=None):
+    """Whether this CPU has bfloat16 instructions (AMX or AVX-512 BF16), so that --amp bf16 pays.
+
+    oneDNN itself says bf16 is supported on any AVX-512 CPU, but without these flags it converts
+    in software: on an AVX-512 Xeon without them (Ice Lake) a training step of the demo's net took
+    1.7x as long in bf16 as in fp32 (benchmarks/results.md). Where the flags cannot be read (not an
+    x86 Linux), oneDNN's answer is taken.
+    """
+    flags = cpu_flags() if flags is None else flags
+    if flags is not None:
+        return any(f in flags for f in NATIVE_BF16_FLAGS)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from net.runtime import (is_out_of_memory, out_of_memory_is_user_error, resolve_amp, resolve_device, resolve_loader,
-                         torchrun_env)
+from net.runtime import (cpu_flags, cpu_has_native_bf16, is_out_of_memory, out_of_memory_is_user_error, resolve_amp,
+                         resolve_device, resolve_loader, torchrun_env)
 from utils.errors import UserError
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
@@ -76,6 +76,31 @@ def test_resolve_amp_and_loader():
         resolve_loader('device', 'cuda', 2)
     with pytest.raises(UserError):
         resolve_loader('gpu', 'cuda', 0)
+
+
+# flags as /proc/cpuinfo lists them on the CPU classes the demo and the recipe meet
+ICE_LAKE = 'fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni'
+COOPER_LAKE = ICE_LAKE + ' avx512_bf16'
+SAPPHIRE_RAPIDS = COOPER_LAKE + ' amx_bf16 amx_tile amx_int8'
+EPYC_ZEN2 = 'fpu sse2 avx avx2 fma'
+
+
+@pytest.mark.parametrize('flags,native', [(EPYC_ZEN2, False), (ICE_LAKE, False), (COOPER_LAKE, True),
+                                          (SAPPHIRE_RAPIDS, True)])
+def test_native_bf16_is_read_from_the_flags(tmp_path, flags, native):
+    """oneDNN calls bf16 supported on any AVX-512 CPU; only the bf16 instructions make it pay (Ice Lake: 1.7x slower)."""
+    info = tmp_path / 'cpuinfo'
+    info.write_text(f'processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\n')
+    assert cpu_flags(info) == frozenset(flags.split())
+    assert cpu_has_native_bf16(cpu_flags(info)) is native
+
+
+def test_native_bf16_without_x86_flags_asks_onednn(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nFeatures\t: fp asimd bf16\n')
+    assert cpu_flags(info) is None and cpu_flags(tmp_path / 'missing') is None
+    assert cpu_has_native_bf16(frozenset()) is False
+    assert isinstance(cpu_has_native_bf16(), bool)
 
 
 def test_out_of_memory_becomes_one_line():

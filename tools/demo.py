@@ -56,13 +56,9 @@ def parse_args(argv=None):
 
 def cpu_class():
     """What the CPU offers for training, from its flags: 'AMX', 'AVX-512 BF16', 'AVX-512' or 'AVX2' (or older)."""
-    try:
-        flags = set()
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('flags'):
-                flags = set(line.split(':', 1)[1].split())
-                break
-    except OSError:
+    from net.runtime import cpu_flags
+    flags = cpu_flags()
+    if flags is None:
         return 'unknown'
     for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'),
                        ('avx2', 'AVX2')):
