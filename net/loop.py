@@ -18,7 +18,16 @@ from net.runtime import unwrap
 from net.tta import TTAS
 from utils.checkpoint import checkpoint_state
 from utils.errors import UserError
-from utils.metric import mean_iou, score
+from utils.metric import mean_iou, score, threshold_sweep
+
+EPOCH_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def threshold_peak(probs, masks, thresholds=EPOCH_THRESHOLDS):
+    """(threshold, score) of the best of a coarse grid of probability thresholds; ties go to the lowest."""
+    scores = threshold_sweep(probs, masks, thresholds)
+    b = int(np.argmax(scores))
+    return float(thresholds[b]), float(scores[b])
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None, terms=None):
@@ -200,6 +209,9 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
         pred = probs > 0.5
         masks = val_targets[:, 0]  # the host copy: metrics are computed in numpy
         metrics = {'val_loss': val_loss, 'val_iou': mean_iou(pred, masks), 'val_score': score(pred, masks)}
+        # For the epoch line only: early on the masks are under-confident, so the score at 0.5 can sit at
+        # the all-empty level while the score at a searched threshold is already climbing.
+        best_th, best_th_score = threshold_peak(probs, masks)
         seconds = time.monotonic() - t0
         # 'terms' (the loss's parts) is not a log.csv column: the log keeps its columns, TensorBoard shows them.
         rows.append({'epoch': epoch, 'cycle': cycle, 'train_loss': train_loss, **metrics, 'lr': lr, 'seconds': seconds,
@@ -227,7 +239,8 @@ def fit(model, loss_fn, optimizer, train_set, val_images, val_targets, val_aug, 
                 swa.state_dict() if swa is not None else None))
             exp.write_log(rows)
             tqdm.write(f"epoch {epoch}/{n_epochs}  train {train_loss:.4f}  val {val_loss:.4f}  "
-                       f"iou {metrics['val_iou']:.3f}  score {metrics['val_score']:.3f}  lr {lr:.2e}  "
+                       f"iou {metrics['val_iou']:.3f}  score {metrics['val_score']:.3f} "
+                       f"(at {best_th:.2f}: {best_th_score:.3f})  lr {lr:.2e}  "
                        f"{seconds:.1f}s{'  saved ' + saved.name if saved else ''}")
             if on_epoch_end is not None:
                 on_epoch_end(rows, probs, final=last)

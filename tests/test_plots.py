@@ -1,4 +1,5 @@
 """What users look at: the learning curve, the validation examples and the threshold curve."""
+import re
 import sys
 
 import cv2
@@ -194,6 +195,10 @@ def test_training_and_threshold_search_write_their_pngs(tmp_path):
     r = run_main(['train.py', *LITE, '--n_epochs', '2', '--data_dir', data, '--experiment_dir', exp,
                   '--loss', 'bce_lovasz', '--tensorboard'])
     assert 'epoch 2/2' in r.stderr  # the per-epoch progress bar
+    # Each epoch's line gives the score at 0.5 and at the best of a coarse grid, which is never lower.
+    lines = re.findall(r'epoch (\d)/2  train \S+  val \S+  iou \S+  score (\d\.\d{3}) \(at (0\.\d\d): (\d\.\d{3})\)',
+                       r.stdout)
+    assert [e for e, *_ in lines] == ['1', '2'] and all(float(b) >= float(a) for _, a, _, b in lines), r.stdout
     curve = read_png(exp / 'logs' / 'learning_curve.png')
     tiles = read_png(exp / 'logs' / 'val_examples.png')
     assert curve.shape == (400, 1300, 3) and curve.std() > 20 and tiles.std() > 20

@@ -1,0 +1,37 @@
+"""The epoch line's score at the best of a coarse threshold grid (net.loop.threshold_peak)."""
+import numpy as np
+
+from net.loop import EPOCH_THRESHOLDS, threshold_peak
+from utils.metric import score
+
+
+def _masks(n=12, side=16, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, side, side), np.uint8)
+    for i in range(0, n, 2):  # every other image empty
+        r, c = rng.integers(0, side // 2, size=2)
+        masks[i, r:r + side // 2, c:c + side // 2] = 1
+    return masks
+
+
+def test_under_confident_masks_score_at_a_lower_threshold():
+    masks = _masks()
+    # The salt pixels are all at 0.35, the rest at 0.1: nothing passes 0.5, everything is right at 0.1-0.3.
+    probs = np.where(masks == 1, 0.35, 0.1).astype(np.float16)
+    at_half = score(probs > 0.5, masks)
+    th, best = threshold_peak(probs, masks)
+    assert at_half == 0.5  # the all-empty answer: only the empty half of the images
+    assert best == 1.0 and 0.1 <= th < 0.35
+    assert th == EPOCH_THRESHOLDS[np.searchsorted(EPOCH_THRESHOLDS, 0.1)]  # ties go to the lowest threshold
+
+
+def test_peak_is_never_below_the_score_at_one_half():
+    masks = _masks(seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        probs = np.clip(masks * rng.uniform(0.2, 0.9) + rng.normal(0, 0.2, masks.shape), 0, 1).astype(np.float32)
+        th, best = threshold_peak(probs, masks)
+        assert 0.5 in EPOCH_THRESHOLDS
+        assert best >= score(probs > 0.5, masks) - 1e-12
+        assert best == max(score(probs > t, masks) for t in EPOCH_THRESHOLDS)
+        assert th in EPOCH_THRESHOLDS
