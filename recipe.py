@@ -36,7 +36,7 @@ from net.tta import TTAS
 from utils.cli import Parser, check_ranges, check_with
 from utils.errors import UserError, run_cli
 from utils.data import data_dir_checked, test_ids, train_ids
-from utils.io import check_output, guard_data_dir, save_json
+from utils.io import check_output, check_prediction_pair, guard_data_dir, save_json
 from utils.recipes import as_argv, load_recipe, preset_names, preset_path
 
 ROOT = Path(__file__).resolve().parent
@@ -167,8 +167,8 @@ def main(argv=None):
         if (data / name).is_file():
             read(data)
     guard_data_dir(data)
-    for p in (out, out.with_suffix('.npy'), exp.with_name(exp.name + '.recipe.json')):
-        check_output(p)
+    check_prediction_pair(out)
+    check_output(exp.with_name(exp.name + '.recipe.json'))
     if not (data / 'train_images.npy').is_file() or not (data / 'test_images.npy').is_file():
         minutes['stack'] = run('stack', ['utils/stack_and_save.py', '--data_dir', data])
     if not (data / 'train_with_folds.csv').is_file():

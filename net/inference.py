@@ -19,7 +19,7 @@ from utils.cli import Parser, check_ranges
 from utils.config import add_options, from_namespace, ranges_of
 from utils.data import data_dir_for, image_folder, load_test_images
 from utils.errors import UserError
-from utils.io import check_output, guard_data_dir, load_snapshot
+from utils.io import check_output, check_prediction_pair, guard_data_dir, load_snapshot
 from utils.snapshots import prediction_path, resolve_snapshot, searched_options
 from utils.submission import save_prediction
 
@@ -230,11 +230,9 @@ def check_prediction_outputs(out, args, snap):
     if not args.images:
         guard_data_dir(data_dir_for(args.data_dir, snap))
     out = Path(out)
-    paths = [out, out.with_suffix('.npy')]
+    check_prediction_pair(out)
     if args.empty_below is not None:
-        paths.append(out.with_name(out.stem + '.salt.npy'))
-    for p in paths:
-        check_output(p)
+        check_output(out.with_name(out.stem + '.salt.npy'))
 
 
 def emptied(salt, below):

@@ -7,7 +7,7 @@ from utils.cli import Parser, check_ranges, check_with, data_options, device_opt
 from utils.data import train_ids
 from utils.errors import UserError
 from utils.folds import fold_dir, fold_state, parse_folds
-from utils.io import check_output, guard_data_dir
+from utils.io import check_prediction_pair, guard_data_dir
 from utils.thresholds import default_oof_path
 
 DESCRIPTION = "Train several folds with one command, then pick the out-of-fold threshold (and predict)."
@@ -99,6 +99,5 @@ def precheck(args, what=''):
         out = Path(args.out) if args.out else default_oof_path(list(dirs.values())).with_name(
             default_oof_path(list(dirs.values())).name.replace('oof.best.json', 'submission.csv'))
         guard_data_dir(args.shared.data_dir or 'data')
-        for p in (out, out.with_suffix('.npy')):
-            check_output(p)
+        check_prediction_pair(out)
     return folds, dirs, states

@@ -92,6 +92,7 @@ TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.tmp(?P<pid>\d+)@(?P<host>[^@/]+)$')
 _GUARDED = {}
 STACKED = ('train_images.npy', 'train_masks.npy', 'test_images.npy')
 COMPETITION_CSVS = ('train.csv', 'sample_submission.csv', 'depths.csv')
+FOLDS_CSV = 'train_with_folds.csv'
 
 
 def _key(path):
@@ -115,9 +116,10 @@ def release(path):
 
 def guard_data_dir(data_dir):
     """The stacked arrays and the competition's CSVs of a data folder are never an output of another step."""
-    for name in STACKED + COMPETITION_CSVS:  # this reason wins over "an input": it says more
+    for name in STACKED + COMPETITION_CSVS + (FOLDS_CSV,):  # this reason wins over "an input": it says more
         _GUARDED[_key(Path(data_dir) / name)] = f"part of the data folder {data_dir}" + (
-            " (made by utils/stack_and_save.py)" if name in STACKED else " (from the competition download)")
+            " (made by utils/stack_and_save.py)" if name in STACKED else " (made by utils/make_folds.py)"
+            if name == FOLDS_CSV else " (from the competition download)")
 
 
 class OutputError(UserError):
@@ -154,6 +156,20 @@ def check_output(path):
     if len(os.fsencode(path.name)) > spare:
         raise OutputError(f"cannot write {path}: the name {path.name[:40]}... is too long for the file system "
                           f"(at most {spare} bytes here, with the temporary file's suffix); pass a shorter name")
+
+
+def check_prediction_pair(csv):
+    """check_output for a submission `csv` and the probabilities `.npy` beside it, and refuse the pair where
+    that `.npy` exists without the CSV: it is then not an earlier prediction of this pair (train.py's
+    val_masks_*.npy beside a snapshot, say), and writing the pair would replace it."""
+    csv = Path(csv)
+    npy = csv.with_suffix('.npy')
+    check_output(csv)
+    check_output(npy)
+    if npy.is_file() and not csv.exists():
+        raise OutputError(f"refusing to write {csv}: {npy} exists without it, so it is not an earlier prediction "
+                          f"of this name (a run's validation masks, say) and would be replaced; pass another "
+                          f"output path, or remove {npy.name} if it is an old prediction's")
 
 
 def output_error(path, e):

@@ -13,6 +13,7 @@ StratifiedKFold on coverage classes (ceil(10 x coverage): 0 for empty masks, the
 or depth deciles, and KFold for `--stratify none`. StratifiedKFold cannot reproduce the dealt
 folds, which is why it is not the default.
 """
+import os
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from utils.cli import SEED_RANGE, Parser, check_ranges
 from utils.data import read_csv
 from utils.errors import UserError, run_cli
-from utils.io import guard_data_dir, save_csv
+from utils.io import FOLDS_CSV, guard_data_dir, release, save_csv
 
 
 def parse_args(argv=None):
@@ -137,7 +138,9 @@ def main(argv=None):
         folds = rng.permutation(len(frame)) % args.n if key is None else assign_folds(key, args.n, rng)
     out = frame.copy()
     out['fold'] = folds
-    dst = Path(args.out) if args.out else src.parent / 'train_with_folds.csv'
+    dst = Path(args.out) if args.out else src.parent / FOLDS_CSV
+    if dst.name == FOLDS_CSV and os.path.realpath(dst) != os.path.realpath(src):
+        release(dst)  # the data folder's folds file is this command's output (its other files stay guarded)
     save_csv(dst, out)
     sizes = np.bincount(folds, minlength=args.n)
     print(f"wrote {dst}: {args.n} folds ({args.stratify}, {args.method}), sizes {sizes.min()}-{sizes.max()}")

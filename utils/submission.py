@@ -7,7 +7,7 @@ import numpy as np
 
 from utils.data import test_ids
 from utils.errors import UserError
-from utils.io import advice, atomic_paths, load_npy, save_rows, write_csv_rows, write_npy
+from utils.io import advice, atomic_paths, check_prediction_pair, load_npy, save_rows, write_csv_rows, write_npy
 from utils.rle import rle_encode
 
 # What to do when a submission or its probabilities cannot be written (utils.io.WriteError).
@@ -141,6 +141,8 @@ def save_together(out, ids, rles, arrays):
     if len(ids) != len(rles):
         raise ValueError(f"{len(ids)} ids but {len(rles)} masks")
     paths = [*arrays, out]
+    if Path(out).with_suffix('.npy') in map(Path, arrays):
+        check_prediction_pair(out)
     with OUT_ADVICE(), atomic_paths(paths) as tmps:
         for tmp, arr in zip(tmps, arrays.values()):
             write_npy(tmp, arr)
