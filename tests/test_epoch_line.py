@@ -1,8 +1,8 @@
 """The epoch line's score at the best of a coarse threshold grid (net.loop.threshold_peak)."""
 import numpy as np
 
-from net.loop import EPOCH_THRESHOLDS, threshold_peak
-from utils.metric import score
+from net.loop import EPOCH_THRESHOLDS, grid_scores, threshold_peak
+from utils.metric import score, threshold_sweep
 
 
 def _masks(n=12, side=16, seed=0):
@@ -35,3 +35,25 @@ def test_peak_is_never_below_the_score_at_one_half():
         assert best >= score(probs > 0.5, masks) - 1e-12
         assert best == max(score(probs > t, masks) for t in EPOCH_THRESHOLDS)
         assert th in EPOCH_THRESHOLDS
+
+
+def test_probabilities_on_the_grid_match_the_general_search():
+    # float16 and float32 values exactly on a threshold (0.25, 0.5, 0.75) or nearest to one (0.05, 0.95):
+    # "salt" means prob > t, so a pixel at exactly 0.5 is not salt at 0.5.
+    masks = _masks(n=16, side=12, seed=5)
+    rng = np.random.default_rng(2)
+    for dtype in (np.float16, np.float32):
+        probs = rng.choice(np.array([0.0, 0.05, 0.25, 0.3, 0.5, 0.55, 0.75, 0.95, 1.0], dtype), size=masks.shape)
+        probs = np.where(masks == 1, np.maximum(probs, dtype(0.5)), probs * dtype(0.6)).astype(dtype)
+        ref = threshold_sweep(probs, masks, EPOCH_THRESHOLDS)
+        np.testing.assert_array_equal(grid_scores(probs, masks), ref)
+        th, best = threshold_peak(probs, masks)
+        assert best == ref.max() and th == EPOCH_THRESHOLDS[int(np.argmax(ref))]
+        assert best == max(score(probs > t, masks) for t in EPOCH_THRESHOLDS)
+
+
+def test_a_nan_probability_counts_as_empty():
+    masks = _masks(n=4, side=8)
+    probs = np.where(masks == 1, 0.9, 0.0).astype(np.float32)
+    probs[1, 0, 0] = np.nan  # an empty image: nan as 0 keeps it empty
+    assert threshold_peak(probs, masks) == (0.05, 1.0)
