@@ -5,6 +5,7 @@ and a `Runtime` (device, precision, distributed rank), so train.py and train_bor
 only in the targets and loss they hand to `fit`. Batches come from net.loader, device decisions
 from net.runtime, the predictor (validation included) from net.inference.
 """
+import functools
 import math
 import time
 
@@ -44,11 +45,12 @@ def grid_scores(probs, masks):
     k = GRID - 1
     p = np.asarray(probs).reshape(n, -1)
     truth = np.asarray(masks).reshape(n, -1) != 0
-    below = np.ceil(p.astype(np.float64) * GRID) - 1
-    np.nan_to_num(below, copy=False, nan=0.0)  # a NaN probability counts as 0 here (the loop stops on NaN losses)
-    bins = np.clip(below, 0, k).astype(np.int64)
-    bins += truth * (k + 1)
-    bins += (np.arange(n, dtype=np.int64) * (2 * (k + 1)))[:, None]
+    if p.dtype == np.float16:  # what validation gives: one look-up per pixel by its bits
+        bins = _float16_bins()[p.view(np.uint16)].astype(np.int32)
+    else:
+        bins = _bins(p.astype(np.float64)).astype(np.int32)
+    bins += truth * np.int32(k + 1)
+    bins += (np.arange(n, dtype=np.int32) * np.int32(2 * (k + 1)))[:, None]
     counts = np.bincount(bins.ravel(), minlength=n * 2 * (k + 1)).reshape(n, 2, k + 1)
     # Predicted at threshold j (0-based): pixels whose bin is > j, a reversed cumulative sum.
     above = np.cumsum(counts[:, :, ::-1], axis=2)[:, :, ::-1][:, :, 1:]
@@ -57,6 +59,21 @@ def grid_scores(probs, masks):
     n_true = truth.sum(1)[:, None]
     union = n_pred + n_true - inter
     return image_scores_from_counts(inter, union, np.broadcast_to(n_true, union.shape), n_pred).mean(0)
+
+
+def _bins(p):
+    """How many of EPOCH_THRESHOLDS lie below each probability (float64); NaN counts as 0 (the loop stops on
+    NaN losses)."""
+    with np.errstate(invalid='ignore', over='ignore'):
+        below = np.ceil(p * GRID) - 1
+    np.nan_to_num(below, copy=False, nan=0.0)
+    return np.clip(below, 0, GRID - 1).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _float16_bins():
+    """_bins of every float16 value, indexed by its 16 bits."""
+    return _bins(np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64))
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None, terms=None):
