@@ -195,27 +195,28 @@ def main(argv=None, border=False):
     return run(parse_args(argv, border))
 
 
-def run(args):
+def run(options):
     """Train the run a TrainConfig describes (parse_args's, or salt.train's checked one); the summary dict."""
-    exp = Experiment(args.experiment_dir)
+    exp = Experiment(options.experiment_dir)
     try:
-        return _train(args, exp)
+        return _train(options, exp)
     finally:
         exp.release()  # the directory's lock, which exp.prepare() took: at the end, after errors too
 
 
-def _train(args, exp):
-    if args.tensorboard:
+def _train(options, exp):
+    if options.tensorboard:
         summary_writer_class()  # a missing package is an error now, not after the first epoch
-    rt = setup_runtime(args.device, args.amp, args.channels_last, args.workers, args.threads, args.loader)
+    rt = setup_runtime(options.device, options.amp, options.channels_last, options.workers, options.threads,
+                       options.loader)
     resume = None
-    if args.resume:
+    if options.resume:
         exp.check(resume=True, overwrite=False)
         resume = read_checkpoint(exp.checkpoint_path)
-        config = resumed_config(args, resume, exp)
+        config = resumed_config(options, resume, exp)
     else:
-        config = build_config(args)
-        exp.check(resume=False, overwrite=args.overwrite)
+        config = build_config(options)
+        exp.check(resume=False, overwrite=options.overwrite)
     if rt.distributed:
         torch.distributed.barrier()
     torch.manual_seed(config.seed)
@@ -239,27 +240,27 @@ def _train(args, exp):
     if rt.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None)
-    if args.compile:
-        model = torch.compile(model, mode=None if args.compile == 'default' else args.compile)
+    if options.compile:
+        model = torch.compile(model, mode=None if options.compile == 'default' else options.compile)
     with out_of_memory_is_user_error(config.batch_size):
         train_set = TrainBatches(tr_images, tr_masks, config.train_augs, rt, with_border=config.border,
                                  weights=weights)
     val_aug, back = build_val_aug(config.val_augs), build_back_transform(config.val_transforms)
     if rt.is_main:
         # Only now, with every input checked, may --overwrite delete the earlier run.
-        exp.prepare(resume=bool(resume), overwrite=args.overwrite)
+        exp.prepare(resume=bool(resume), overwrite=options.overwrite)
         exp.write_config(config.record())
         print(f"training {config.arch} on fold {config.fold}: {len(tr_images)} train / {len(va_images)} val images, "
               f"{rt.device}{', ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else ''}"
               f"{f', {rt.world_size} processes' if rt.distributed else ''}")
     board = None
-    if rt.is_main and args.tensorboard:
+    if rt.is_main and options.tensorboard:
         board = TensorBoardLog(exp, resume['epoch'] if resume else 0)
     plots = make_plotter(exp, va_images, va_targets[:, 0], board) if rt.is_main else None
     try:
         with out_of_memory_is_user_error(config.batch_size):
             summary = fit(model, loss_fn, optimizer, train_set, va_images, va_targets, val_aug, back, rt, exp, config,
-                          resume=resume, on_epoch_end=plots, log_terms=args.tensorboard)
+                          resume=resume, on_epoch_end=plots, log_terms=options.tensorboard)
     finally:
         if board is not None:
             board.close()
