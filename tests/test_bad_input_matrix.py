@@ -220,6 +220,8 @@ def rows():
         (1, P, '--out over train.csv', lambda c: (pred(c, '--out', c['data'] / 'train.csv'), [DATA_FILE_MSG, 'train.csv'])),
         (1, P, '--out over train_with_folds.csv', lambda c: (pred(c, '--out', c['data'] / 'train_with_folds.csv'), [DATA_FILE_MSG, 'make_folds.py'])),
         (1, PT, "--out beside a run's validation masks", lambda c: (pred(c, '--out', c['masks'].with_suffix('.csv')), ['exists without it', c['masks'].name])),
+        (1, P, "--out over a run's log", lambda c: (pred(c, '--out', c['exp'] / 'logs' / 'log.csv'), ['inside the run folder'])),
+        (1, PS, "--out over a run's threshold curve", lambda c: (se(c, '--out', c['masks'].with_suffix('.thresholds.csv')), ['inside the run folder'])),
         (1, PF, "--save_probs over a run's validation masks", lambda c: (fold_avg(c, '--out', c['masks'].with_suffix('.csv'), '--save_probs'), ['exists without it'])),
         (1, PT, '--out beside the stacked train masks', lambda c: (pred(c, '--out', c['data'] / 'train_masks.csv'), [DATA_FILE_MSG, 'train_masks.npy'])),
         (1, PS, '--out over sample_submission.csv', lambda c: (se(c, '--out', c['data'] / 'sample_submission.csv'), [DATA_FILE_MSG])),

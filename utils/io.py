@@ -161,7 +161,8 @@ def check_output(path):
 def check_prediction_pair(csv):
     """check_output for a submission `csv` and the probabilities `.npy` beside it, and refuse the pair where
     that `.npy` exists without the CSV: it is then not an earlier prediction of this pair (train.py's
-    val_masks_*.npy beside a snapshot, say), and writing the pair would replace it."""
+    val_masks_*.npy beside a snapshot, say), and writing the pair would replace it. Inside a run folder (one
+    holding train_config.json) a prediction may go only under its predictions/."""
     csv = Path(csv)
     npy = csv.with_suffix('.npy')
     check_output(csv)
@@ -170,6 +171,11 @@ def check_prediction_pair(csv):
         raise OutputError(f"refusing to write {csv}: {npy} exists without it, so it is not an earlier prediction "
                           f"of this name (a run's validation masks, say) and would be replaced; pass another "
                           f"output path, or remove {npy.name} if it is an old prediction's")
+    run = next((p for p in list(csv.absolute().parents)[:4] if (p / 'train_config.json').is_file()), None)
+    if run is not None and csv.absolute().relative_to(run).parts[0] != 'predictions':
+        # a run folder's logs/, snapshots/ and top-level files are train.py's and optimize_threshold.py's
+        raise OutputError(f"refusing to write {csv}: it is inside the run folder {run}, whose files train.py "
+                          f"writes; pass a path under {run / 'predictions'} or outside the run")
 
 
 def output_error(path, e):
