@@ -5,7 +5,6 @@ and a `Runtime` (device, precision, distributed rank), so train.py and train_bor
 only in the targets and loss they hand to `fit`. Batches come from net.loader, device decisions
 from net.runtime, the predictor (validation included) from net.inference.
 """
-import functools
 import math
 import time
 
@@ -19,61 +18,17 @@ from net.runtime import unwrap
 from net.tta import TTAS
 from utils.checkpoint import checkpoint_state
 from utils.errors import UserError
-from utils.metric import image_scores_from_counts, mean_iou, score
+from utils.metric import mean_iou, score, threshold_sweep
 
-GRID = 20
-EPOCH_THRESHOLDS = np.arange(1, GRID) / GRID  # 0.05, 0.10, ..., 0.95
+EPOCH_THRESHOLDS = np.arange(1, 20) / 20  # 0.05, 0.10, ..., 0.95
 
 
 def threshold_peak(probs, masks):
     """(threshold, score) of the best of EPOCH_THRESHOLDS for probabilities (N, H, W) against binary masks;
     ties go to the lowest threshold."""
-    scores = grid_scores(probs, masks)
+    scores = threshold_sweep(probs, masks, EPOCH_THRESHOLDS)
     b = int(np.argmax(scores))
     return float(EPOCH_THRESHOLDS[b]), float(scores[b])
-
-
-def grid_scores(probs, masks):
-    """The score at each of EPOCH_THRESHOLDS (19,); a pixel is salt at t when prob > t, as in the threshold search.
-
-    The grid is uniform, so the number of thresholds below a probability p is ceil(20 p) - 1 (clipped to
-    0..19), exact for float16 and float32 p (20 p is exact in float64, and no such p lies strictly between
-    k/20 and its float64 rounding). One bincount then gives every image's counts at every threshold, at
-    about a third of the cost of the general search (utils.metric.threshold_sweep).
-    """
-    n = len(probs)
-    k = GRID - 1
-    p = np.asarray(probs).reshape(n, -1)
-    truth = np.asarray(masks).reshape(n, -1) != 0
-    if p.dtype == np.float16:  # what validation gives: one look-up per pixel by its bits
-        bins = _float16_bins()[p.view(np.uint16)].astype(np.int32)
-    else:
-        bins = _bins(p.astype(np.float64)).astype(np.int32)
-    bins += truth * np.int32(k + 1)
-    bins += (np.arange(n, dtype=np.int32) * np.int32(2 * (k + 1)))[:, None]
-    counts = np.bincount(bins.ravel(), minlength=n * 2 * (k + 1)).reshape(n, 2, k + 1)
-    # Predicted at threshold j (0-based): pixels whose bin is > j, a reversed cumulative sum.
-    above = np.cumsum(counts[:, :, ::-1], axis=2)[:, :, ::-1][:, :, 1:]
-    inter = above[:, 1]
-    n_pred = above[:, 0] + inter
-    n_true = truth.sum(1)[:, None]
-    union = n_pred + n_true - inter
-    return image_scores_from_counts(inter, union, np.broadcast_to(n_true, union.shape), n_pred).mean(0)
-
-
-def _bins(p):
-    """How many of EPOCH_THRESHOLDS lie below each probability (float64); NaN counts as 0 (the loop stops on
-    NaN losses)."""
-    with np.errstate(invalid='ignore', over='ignore'):
-        below = np.ceil(p * GRID) - 1
-    np.nan_to_num(below, copy=False, nan=0.0)
-    return np.clip(below, 0, GRID - 1).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=1)
-def _float16_bins():
-    """_bins of every float16 value, indexed by its 16 bits."""
-    return _bins(np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64))
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, rt, scaler=None, deadline=None, desc=None, terms=None):

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import guard, load_torch, release
+from utils.io import RUN_CONFIG, guard, load_torch, release
 
 # The keys of train_config.json that other steps read, and their types (bool is no int here).
 CONFIG_TYPES = {'data_dir': str, 'folds_csv': str, 'fold': int, 'arch': str, 'limit': int, 'cycles': int,
@@ -53,8 +53,8 @@ def find_config(path, needs=()):
     by read_config (with the keys `needs`); (None, None) when there is none."""
     p = Path(path).resolve().parent
     for _ in range(4):
-        if (p / 'train_config.json').is_file():
-            return read_config(p / 'train_config.json', needs), p
+        if (p / RUN_CONFIG).is_file():
+            return read_config(p / RUN_CONFIG, needs), p
         p = p.parent
     return None, None
 

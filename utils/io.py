@@ -93,6 +93,9 @@ _GUARDED = {}
 STACKED = ('train_images.npy', 'train_masks.npy', 'test_images.npy')
 COMPETITION_CSVS = ('train.csv', 'sample_submission.csv', 'depths.csv')
 FOLDS_CSV = 'train_with_folds.csv'
+# A run folder: its config (which marks a folder as a run) and the sub-folder predictions go to by default.
+RUN_CONFIG = 'train_config.json'
+PREDICTIONS = 'predictions'
 
 
 def _key(path):
@@ -171,11 +174,11 @@ def check_prediction_pair(csv):
         raise OutputError(f"refusing to write {csv}: {npy} exists without it, so it is not an earlier prediction "
                           f"of this name (a run's validation masks, say) and would be replaced; pass another "
                           f"output path, or remove {npy.name} if it is an old prediction's")
-    run = next((p for p in list(csv.absolute().parents)[:4] if (p / 'train_config.json').is_file()), None)
-    if run is not None and csv.absolute().relative_to(run).parts[0] != 'predictions':
+    run = next((p for p in list(csv.absolute().parents)[:4] if (p / RUN_CONFIG).is_file()), None)
+    if run is not None and csv.absolute().relative_to(run).parts[0] != PREDICTIONS:
         # a run folder's logs/, snapshots/ and top-level files are train.py's and optimize_threshold.py's
         raise OutputError(f"refusing to write {csv}: it is inside the run folder {run}, whose files train.py "
-                          f"writes; pass a path under {run / 'predictions'} or outside the run")
+                          f"writes; pass a path under {run / PREDICTIONS} or outside the run")
 
 
 def output_error(path, e):

@@ -6,6 +6,8 @@ of them empty scores 0. The image's score is the mean over the ten thresholds; t
 score is the mean over images. Comparisons are done in integers (20*I > k*U) so that an IoU
 exactly on a threshold (11/20 at 0.55, say) is never a hit by rounding luck.
 """
+import functools
+
 import numpy as np
 
 IOU_STEPS = np.arange(10, 20)  # thresholds k/20: 0.50 ... 0.95
@@ -51,10 +53,12 @@ def threshold_image_scores(probs, true, thresholds):
     """Per-image scores (N, len(thresholds)) at every probability threshold, in one pass over the pixels.
 
     probs: (N, H, W) floats; true: (N, H, W) binary; thresholds: sorted 1-D array. A pixel is
-    predicted salt at threshold t when prob > t. Each pixel is binned by how many thresholds lie
-    below its probability; cumulative counts of those bins give, for every threshold at once,
-    the predicted area and its overlap with the truth. The mean over axis 0 is the score of the
-    whole set at each threshold; the mean over a subset of rows, that subset's.
+    predicted salt at threshold t when prob > t (so a NaN is never salt). Each pixel is binned by
+    how many thresholds lie below its probability, and its bin is offset by its image and its
+    truth, so that one bincount gives every image's counts; their cumulative sums give, for every
+    threshold at once, the predicted area and its overlap with the truth. The mean over axis 0 is
+    the score of the whole set at each threshold; the mean over a subset of rows, that subset's.
+    float16 probabilities (what validation and predict save) are binned by a look-up of their bits.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     n = len(probs)
@@ -66,19 +70,36 @@ def threshold_image_scores(probs, true, thresholds):
     # Chunks keep the temporary bin arrays small for large validation sets.
     step = max(1, 4_000_000 // max(flat.shape[1], 1))
     for a in range(0, n, step):
-        p = flat[a:a + step].astype(np.float64)
-        t = truth[a:a + step]
-        m = len(p)
-        bins = np.searchsorted(thresholds, p, side='left')  # number of thresholds < p
-        offs = (np.arange(m) * (k + 1))[:, None]
-        all_counts = np.bincount((bins + offs).ravel(), minlength=m * (k + 1)).reshape(m, k + 1)
-        pos_counts = np.bincount((bins + offs)[t], minlength=m * (k + 1)).reshape(m, k + 1)
+        bins = threshold_bins(flat[a:a + step], thresholds)
+        m = len(bins)
+        bins += truth[a:a + m] * np.int32(k + 1)
+        bins += (np.arange(m, dtype=np.int32) * np.int32(2 * (k + 1)))[:, None]
+        counts = np.bincount(bins.ravel(), minlength=m * 2 * (k + 1)).reshape(m, 2, k + 1)
         # Predicted at threshold j: pixels whose bin is > j, a reversed cumulative sum.
-        out_pred[a:a + m] = np.cumsum(all_counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        out_inter[a:a + m] = np.cumsum(pos_counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        above = np.cumsum(counts[:, :, ::-1], axis=2)[:, :, ::-1][:, :, 1:]
+        out_inter[a:a + m] = above[:, 1]
+        out_pred[a:a + m] = above[:, 0] + above[:, 1]
     n_true = truth.sum(1)[:, None]
     union = out_pred + n_true - out_inter
     return image_scores_from_counts(out_inter, union, np.broadcast_to(n_true, union.shape), out_pred)
+
+
+def threshold_bins(probs, thresholds):
+    """int32 array of how many of the sorted float64 `thresholds` lie strictly below each probability; NaN: 0."""
+    probs = np.asarray(probs)
+    if probs.dtype == np.float16:
+        return _float16_bins(thresholds.tobytes())[probs.view(np.uint16)]
+    p = probs.astype(np.float64)
+    bins = np.searchsorted(thresholds, p, side='left').astype(np.int32)
+    bins[np.isnan(p)] = 0
+    return bins
+
+
+@functools.lru_cache(maxsize=8)
+def _float16_bins(thresholds):
+    """threshold_bins of every float16 value, indexed by its 16 bits (thresholds as float64 bytes)."""
+    every = np.arange(2 ** 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    return threshold_bins(every.astype(np.float64), np.frombuffer(thresholds, np.float64))
 
 
 # Buckets of the salt coverage c of the true mask (salt pixels / all pixels).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from utils.checkpoint import read_config
 from utils.errors import UserError
-from utils.io import SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
+from utils.io import RUN_CONFIG, SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
 from utils.run_lock import RunLock
 from utils.snapshots import best_json_path, snapshot_name, snapshots_in, val_masks_path
 
@@ -32,7 +32,7 @@ LOG_COLUMNS = ['epoch', 'cycle', 'train_loss', 'val_loss', 'val_iou', 'val_score
 class Experiment:
     def __init__(self, root):
         self.root = Path(root)
-        self.config_path = self.root / 'train_config.json'
+        self.config_path = self.root / RUN_CONFIG
         self.log_path = self.root / 'logs' / 'log.csv'
         self.checkpoint_path = self.root / 'checkpoint.pth'
         self.snapshot_root = self.root / 'snapshots'

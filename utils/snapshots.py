@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError
-from utils.io import guard, save_json
+from utils.io import PREDICTIONS, RUN_CONFIG, guard, save_json
 
 SNAPSHOT_NAME = re.compile(r'^epoch_(?P<epoch>\d+)\.loss_(?P<loss>-?(?:[\d.]+|nan|inf))\.iout_(?P<score>-?(?:[\d.]+|nan))$')
-PREDICTIONS = 'predictions'
 ENSEMBLE = 'snapshot_ensemble'
 
 
@@ -220,7 +219,7 @@ def searched_options(snapshot, th, min_size):
 def resolve_snapshot(path):
     """A snapshot path as given, or the best snapshot of an experiment directory (printed)."""
     p = Path(path)
-    if p.is_dir() and (p / 'train_config.json').is_file():
+    if p.is_dir() and (p / RUN_CONFIG).is_file():
         best = best_snapshot_of(p)
         print(f"best snapshot of {p}: {best}")
         return best
