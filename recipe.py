@@ -136,9 +136,10 @@ def main(argv=None):
     t0 = time.monotonic()
 
     def options(stage, data_dir, stage_minutes, extra):
-        """train_folds.py's options for every fold of `stage`: the recipe's, the overrides, the user's strings."""
+        """train_folds.py's options for every fold of `stage`: the recipe file's stage (train.py --recipe, --stage),
+        the overrides, the user's strings."""
         return ['--folds', folds, '--data_dir', data_dir, '--device', args.device, '--amp', amp,
-                *as_argv({**recipe.options(stage), **overrides}), '--max_minutes', stage_minutes,
+                '--recipe', recipe.path.resolve(), '--stage', stage, *as_argv(overrides), '--max_minutes', stage_minutes,
                 *shlex.split(args.train_args), *shlex.split(extra)]
 
     def fine_tune(stage, run_dir, data_dir, stage_minutes, init, submission):

@@ -30,19 +30,19 @@ from threading import Lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Both stages of a recipe file (recipes/cpu.toml unless --recipe says), at a fixed epoch count instead of
-# minutes: its shared options less the architecture (--arch) and the time schedule, which become these.
-BY_EPOCH = '--pretrained none --scheduler cosine --amp off --fold 0 --overwrite'
-NOT_TAKEN = ('arch', 'schedule_by', 'n_epochs')
+# Both stages of a recipe file (recipes/cpu.toml unless --recipe says; train.py --recipe FILE --stage NAME), at a
+# fixed epoch count instead of minutes: the architecture is --arch, and the time schedule becomes a cosine by epoch.
+BY_EPOCH = '--pretrained none --scheduler cosine --schedule_by epoch --max_minutes 0 --amp off --fold 0 --overwrite'
 
 
 def recipe_stages(path):
-    """(shared options, stage-1 options, stage-2 options) of the recipe file `path`, as command-line strings."""
+    """(the recipe as the commands name it, {stage: its options}) of the recipe file `path`, checked."""
     from net.training import build_parser
-    from utils.recipes import as_argv, load_recipe
+    from utils.recipes import load_recipe
     r = load_recipe(path, build_parser().actions())
-    shared = ' '.join(as_argv({k: v for k, v in r.train.items() if k not in NOT_TAKEN}))
-    return f"{shared} {BY_EPOCH}".strip(), ' '.join(as_argv(r.stages['stage1'])), ' '.join(as_argv(r.stages['stage2']))
+    path = Path(path).resolve()
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return str(shown), {stage: r.options(stage) for stage in ('stage1', 'stage2')}
 
 
 # key: (what the row changes, stage-1 options, stage-2 options, scoring options). Options of a row
@@ -105,7 +105,7 @@ def parse_args(argv=None):
     args.e1, args.e2 = e1, e2
     from utils.errors import UserError
     try:
-        args.common, args.stage1, args.stage2 = recipe_stages(args.recipe)
+        args.recipe_shown, args.recipe_options = recipe_stages(args.recipe)
     except UserError as e:
         p.error(str(e))
     return args
@@ -122,10 +122,13 @@ def row_commands(key, args, exp):
     o1, o2 = o1.format(w=w), o2.format(w=w)
     data = f"--data_dir {args.data_dir}"
     s1 = exp / 'stage1'
-    c1 = (f"--arch {args.arch} {args.common} {args.stage1} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
-    c2 = (f"--arch {args.arch} {args.common} {args.stage2} --n_epochs {args.e2} {data} --init {s1} "
-          f"--experiment_dir {exp / 'stage2'} {o2}")
+    c1 = (f"{stage_command(args, 1)} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
+    c2 = (f"{stage_command(args, 2)} --n_epochs {args.e2} {data} --init {s1} --experiment_dir {exp / 'stage2'} {o2}")
     return c1, c2
+
+
+def stage_command(args, i):
+    return f"--recipe {shlex.quote(args.recipe_shown)} --stage stage{i} --arch {args.arch} {BY_EPOCH}"
 
 
 def train(cmd, threads, log):
@@ -220,6 +223,7 @@ def table_row(key, r):
 
 def write_table(args, results, path):
     from benchmarks.common import machine_info
+    from utils.recipes import as_argv
     cpu = machine_info()['cpu']
     intro = [f"# Ablation at {args.e1} + {args.e2} epochs, `{args.arch}`",
              "",
@@ -227,10 +231,13 @@ def write_table(args, results, path):
              f"seed 42 unless the row says, {args.jobs} row(s) at a time on {args.threads} thread(s) each "
              f"({cpu}). Every row runs the recipe's two stages with the options shown added:",
              "",
-             f"- stage 1: `python3 train.py --arch {args.arch} {args.common} {args.stage1} --n_epochs {args.e1} "
+             f"- stage 1: `python3 train.py {stage_command(args, 1)} --n_epochs {args.e1} "
              f"--data_dir DATA --experiment_dir EXP/stage1`",
-             f"- stage 2: `python3 train.py --arch {args.arch} {args.common} {args.stage2} --n_epochs {args.e2} "
+             f"- stage 2: `python3 train.py {stage_command(args, 2)} --n_epochs {args.e2} "
              f"--data_dir DATA --init EXP/stage1 --experiment_dir EXP/stage2`",
+             "",
+             f"The recipe's stages, as `train.py --recipe` reads them (its minutes replaced by the epochs): "
+             + '; '.join(f"{stage}: `{' '.join(as_argv(o))}`" for stage, o in args.recipe_options.items()) + ".",
              "",
              "Scores: stage 2's best snapshot at the threshold searched on its validation masks, then with hflip "
              "TTA at the threshold searched on the TTA masks; the coverage columns break that TTA score down by "
@@ -262,10 +269,11 @@ def run_row(key, args, results, lock, out):
     w = width_suffix(args.arch)
     options = [ROWS[key][1].format(w=w), ROWS[key][2].format(w=w)]
     prev = results.get(key)
-    if prev and prev.get('commands') == [c1, c2]:
+    # the commands name the recipe file, so its stages' options are compared too (an edited recipe trains again)
+    if prev and prev.get('commands') == [c1, c2] and prev.get('recipe') == args.recipe_options:
         return
     t0 = time.time()
-    r = {'commands': [c1, c2], 'options': options}
+    r = {'commands': [c1, c2], 'options': options, 'recipe': args.recipe_options}
     for i, c in enumerate((c1, c2), 1):
         print(f"[{key}] stage {i}: python3 train.py {c}", flush=True)
         if train(c, args.threads, exp / f'stage{i}.log'):

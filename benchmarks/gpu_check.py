@@ -33,9 +33,9 @@ from utils.snapshots import snapshots_of  # noqa: E402
 
 PY = sys.executable
 
-RECIPE = ['--arch', 'unet_plain_ds', '--loss', 'combined_bce', '--optimizer', 'adam_1e-3', '--train_augs', 'train_112_v3',
-          '--val_augs', 'val_112', '--val_transforms', 'crop_from_112', '--pretrained', 'none', '--scheduler', 'cosine',
-          '--fold', '0']
+# The GPU recipe's stage 1 (recipes/gpu.toml) by epochs instead of minutes, from scratch, on fold 0.
+RECIPE = ['--recipe', str(ROOT / 'recipes' / 'gpu.toml'), '--stage', 'stage1', '--schedule_by', 'epoch', '--max_minutes', '0',
+          '--pretrained', 'none', '--scheduler', 'cosine', '--fold', '0']
 
 
 def parse_args(argv=None):

@@ -27,6 +27,7 @@ from utils.config import add_options, from_namespace, ranges_of
 from utils.data import data_dir_checked, fold_indices, load_train_arrays, targets_of
 from utils.errors import UserError
 from utils.io import load_snapshot
+from utils.recipes import STAGES, load_recipe
 from utils.plots import ExperimentPlots, TensorBoardLog, summary_writer_class
 from utils.run_folder import Experiment
 from utils.snapshots import resolve_snapshot
@@ -44,6 +45,12 @@ def registries():
 def build_parser(border=False):
     """train.py's (border=True: train_border.py's) parser, generated from TrainConfig's fields."""
     p = Parser(description=BORDER_DESCRIPTION if border else DESCRIPTION)
+    r = p.add_argument_group('recipe')
+    r.add_argument('--recipe', default=None, metavar='FILE',
+                   help="take the options of one stage of a recipe file (recipes/*.toml: its [train] table, then the "
+                        "stage's, and the stage's minutes as --max_minutes); the options given here win")
+    r.add_argument('--stage', default='stage1', choices=STAGES,
+                   help="the stage of --recipe (default stage1; stage3 adds its table to stage2's)")
     groups = add_options(p, TrainConfig, defaults=BORDER_DEFAULTS if border else None, groups=GROUPS)
     groups['input'].add_argument(
         '--input', dest='train_augs', type=input_preset, default=argparse.SUPPRESS, metavar='{' + ','.join(INPUTS) + '}',
@@ -81,7 +88,19 @@ BORDER_DEFAULTS = {'arch': 'wide_resnet_border', 'loss': 'boundary_bce'}
 def parse_args(argv=None, border=False):
     """The TrainConfig of a command line (checked: ranges, then the checks across fields)."""
     p = build_parser(border)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     ns = p.parse_args(argv)
+    given = given_options(p, argv) - {'recipe', 'stage'}
+    if ns.recipe is not None:
+        try:
+            from_recipe = recipe_defaults(p, ns.recipe, ns.stage)
+        except UserError as e:
+            p.error(str(e))
+        # the recipe's values (checked and converted) start the namespace; what the command line gives replaces them
+        ns = p.parse_args(argv, namespace=argparse.Namespace(**from_recipe))
+        given |= set(from_recipe)
+    elif 'stage' in given_options(p, argv):
+        p.error("--stage names a stage of --recipe FILE; pass the recipe too, or leave --stage out")
     if not ns.small_crops >= 0:
         p.error(f"--small_crops is a share of the training images, 0 or more (e.g. 0.25); got {ns.small_crops}")
     if ns.keep_snapshots < 0:
@@ -89,10 +108,27 @@ def parse_args(argv=None, border=False):
     for name in ('batch_size', 'val_batch_size', 'n_epochs', 'cycles'):
         if getattr(ns, name) is not None and getattr(ns, name) < 1:
             p.error(f"--{name} must be at least 1")
-    config = from_namespace(TrainConfig, ns, border=border, given=frozenset(given_options(p, argv)))
+    config = from_namespace(TrainConfig, ns, border=border, given=frozenset(given))
     config.check(p.error)
     check_ranges(p, config, TRAIN_RANGES)
     return config
+
+
+def recipe_defaults(p, path, stage):
+    """{dest: value} of `stage` of the recipe file `path`, as parser `p` would parse them (checked by
+    utils.recipes.load_recipe: one line naming the file and the key), the stage's minutes as max_minutes."""
+    recipe = load_recipe(path, p.actions())
+    actions = p.actions()
+    out = {}
+    for key, value in recipe.options(stage).items():
+        action = actions[key]
+        if action.nargs == 0:
+            if value:
+                out[action.dest] = True
+            continue
+        out[action.dest] = action.type(str(value)) if callable(action.type) else str(value)
+    out['max_minutes'] = recipe.minutes[STAGES.index(stage)]
+    return out
 
 
 # Every numeric option of train.py and train_border.py, with its range (checked at parse time).

@@ -18,7 +18,9 @@ def run(args):
 def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     data = stacked_cut(tmp_path / 'data', 64, 8)
     out = tmp_path / 'ablation.md'
-    args = ['--data_dir', str(data), '--epochs', '1,1', '--rows', 'base,sym', '--jobs', '2',
+    recipe = tmp_path / 'cpu.toml'  # a copy of the CPU recipe, edited below
+    recipe.write_text((ROOT / 'recipes' / 'cpu.toml').read_text())
+    args = ['--data_dir', str(data), '--epochs', '1,1', '--rows', 'base,sym', '--jobs', '2', '--recipe', str(recipe),
             '--exp_root', str(tmp_path / 'exp'), '--out', str(out)]
     r = run(args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -36,13 +38,22 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     saved = json.loads(out.with_suffix('.json').read_text())
     assert saved['epochs'] == [1, 1] and saved['arch'] == 'unet_plain_ds_w8'
     stage2 = saved['rows']['sym']['commands'][1]
-    assert '--loss combined_sym --optimizer adam_1e-4' in stage2 and stage2.endswith('--loss combined_sym')
+    assert stage2.startswith(f'--recipe {recipe} --stage stage2 ') and stage2.endswith('--loss combined_sym')
+    assert saved['rows']['sym']['recipe']['stage2']['optimizer'] == 'adam_1e-4'
     assert f"--init {tmp_path / 'exp'}" in stage2
+    config = json.loads((tmp_path / 'exp' / 'unet_plain_ds_w8_1_1' / 'sym' / 'stage2' / 'train_config.json').read_text())
+    assert (config['loss'], config['optimizer'], config['n_epochs'], config['schedule_by'], config['max_minutes']) == (
+        'combined_sym', 'adam_1e-4', 1, 'epoch', 0.0)
     # the same command again trains nothing: every row is in the JSON with the same commands
     again = run(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert '] stage 1: python3 train.py' not in again.stdout
     assert json.loads(out.with_suffix('.json').read_text())['rows'] == saved['rows']
+    # an edited recipe file trains its rows again, though the commands that name it are the same
+    recipe.write_text(recipe.read_text().replace('optimizer = "adam_1e-4"', 'optimizer = "adam_1e-5"'))
+    base = run([*args, '--rows', 'base'])
+    assert base.returncode == 0 and '[base] stage 1: python3 train.py' in base.stdout, base.stderr[-3000:]
+    assert json.loads(out.with_suffix('.json').read_text())['rows']['base']['recipe']['stage2']['optimizer'] == 'adam_1e-5'
 
 
 def test_unknown_rows_and_bad_epochs_are_one_line():

@@ -48,6 +48,31 @@ def test_stage_options_win_and_flags_become_bare(tmp_path):
     assert r.options('stage3')['seed'] == 7 and r.options('stage3')['tensorboard'] is False
 
 
+def test_train_py_takes_a_recipe_stage_and_its_command_line_wins(tmp_path, capsys):
+    cpu = load_recipe(preset_path('cpu'), ACTIONS)
+    for stage, minutes in (('stage1', 20.0), ('stage2', 10.0), ('stage3', 10.0)):
+        c = train_parse_args(['--recipe', str(preset_path('cpu')), '--stage', stage, '--experiment_dir', 'x'])
+        want = train_parse_args([*as_argv(cpu.options(stage)), '--max_minutes', str(minutes), '--experiment_dir', 'x'])
+        assert c == want and c.max_minutes == minutes
+        assert c.given == want.given  # the recipe's options count as given (a --resume compares them)
+    c = train_parse_args(['--recipe', str(preset_path('cpu')), '--stage', 'stage2', '--experiment_dir', 'x',
+                          '--input', 'pad128', '--max_minutes', '3', '--arch', 'unet_plain_ds_w8'])
+    assert (c.train_augs, c.max_minutes, c.arch, c.loss) == ('train_128_v3', 3.0, 'unet_plain_ds_w8', 'combined_sym')
+    f = tmp_path / 'mine.toml'
+    f.write_text('[train]\ntensorboard = true\n[stage1]\nminutes = 2\nopt = "sgd"\n[stage2]\nminutes = 1\n'
+                 'tensorboard = false\n')
+    one = train_parse_args(['--recipe', str(f), '--experiment_dir', 'x'])  # --stage defaults to stage1
+    assert one.tensorboard and one.optimizer == 'sgd_1e-2' and one.max_minutes == 2.0
+    assert not train_parse_args(['--recipe', str(f), '--stage', 'stage2', '--experiment_dir', 'x']).tensorboard
+    f.write_text('[stage1]\nminutes = 2\nloss = "nope"\n[stage2]\nminutes = 1\n')
+    for argv, words in ((['--recipe', str(f)], [str(f), '[stage1] loss', 'nope']),
+                        (['--stage', 'stage2'], ['--stage', '--recipe FILE'])):
+        with pytest.raises(SystemExit) as e:
+            train_parse_args([*argv, '--experiment_dir', 'x'])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and all(w in err for w in words), err
+
+
 def test_stage3_minutes_default_to_stage2s(tmp_path):
     f = tmp_path / 'r.toml'
     f.write_text('[stage1]\nminutes = 3\n[stage2]\nminutes = 2\n')
