@@ -14,10 +14,13 @@ the threshold searched on the TTA masks, and that TTA score by salt coverage of 
 A fixed epoch count makes a row's score independent of the machine and of its load, so rows run
 side by side (--jobs rows, --threads torch threads each); the minutes column is the row's wall
 clock under that sharing, a cost figure only. The table (--out, markdown) and its JSON twin are
-rewritten after every row; a row already in the JSON with the same commands is not trained again,
-so the same command line resumes an interrupted ablation.
+rewritten after every row; a row already in the JSON with the same commands (and recipe) is not
+trained again, so the same command line resumes an interrupted ablation. Rows with the same stage 1
+(those that change stage 2 only) share one run of it, which a stopped ablation also resumes
+(train.py --resume) rather than starts again.
 """
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -116,15 +119,24 @@ def width_suffix(arch):
 
 
 def row_commands(key, args, exp):
-    """The two train.py command lines of a row (strings, without --threads)."""
+    """The two train.py command lines of a row (strings, without --threads). Rows whose stage 1 is the same
+    (sym, lovasz and cycles change stage 2 only) share one run of it (stage1_dir)."""
     _, o1, o2, _ = ROWS[key]
     w = width_suffix(args.arch)
     o1, o2 = o1.format(w=w), o2.format(w=w)
     data = f"--data_dir {args.data_dir}"
-    s1 = exp / 'stage1'
+    s1 = stage1_dir(exp.parent, o1)
     c1 = (f"{stage_command(args, 1)} --n_epochs {args.e1} {data} --experiment_dir {s1} {o1}")
     c2 = (f"{stage_command(args, 2)} --n_epochs {args.e2} {data} --init {s1} --experiment_dir {exp / 'stage2'} {o2}")
     return c1, c2
+
+
+def stage1_dir(root, options):
+    """The stage-1 run of the rows under `root` whose stage-1 options are `options`: ROOT/stage1 for the recipe's
+    own, else ROOT/stage1_<digest of the options>."""
+    if not options.strip():
+        return root / 'stage1'
+    return root / f"stage1_{hashlib.sha1(' '.join(options.split()).encode()).hexdigest()[:10]}"
 
 
 def stage_command(args, i):
@@ -274,22 +286,54 @@ def run_row(key, args, results, lock, out):
         return
     t0 = time.time()
     r = {'commands': [c1, c2], 'options': options, 'recipe': args.recipe_options}
-    for i, c in enumerate((c1, c2), 1):
-        print(f"[{key}] stage {i}: python3 train.py {c}", flush=True)
-        if train(c, args.threads, exp / f'stage{i}.log'):
-            r['error'] = f"stage {i} exited non-zero, see {exp / f'stage{i}.log'}"
-            break
+    s1 = stage1_dir(exp.parent, options[0])
+    error = run_stage1(key, c1, s1, args)
+    if error is None:
+        print(f"[{key}] stage 2: python3 train.py {c2}", flush=True)
+        if train(c2, args.threads, exp / 'stage2.log'):
+            error = f"stage 2 exited non-zero, see {exp / 'stage2.log'}"
+    if error is not None:
+        r['error'] = error
     else:
         scoring = ROWS[key][3]
         snaps = scored_snapshots(exp / 'stage2', scoring.get('cycles'))
         r['scores'] = validation_scores(snaps, args.data_dir, scoring.get('empty_below'), args.threads)
         r['snapshots'] = [str(s) for s in snaps]
-        r['epochs'] = [epochs_of(exp / 'stage1'), epochs_of(exp / 'stage2')]
+        r['epochs'] = [epochs_of(s1), epochs_of(exp / 'stage2')]
     r['minutes'] = (time.time() - t0) / 60
     with lock:
         results[key] = r
         write_table(args, results, out)
         print(table_row(key, r), flush=True)
+
+
+_STAGE1_LOCKS = {}
+_LOCKS_LOCK = Lock()
+
+
+def run_stage1(key, c1, s1, args):
+    """Train the shared stage 1 `s1` unless it has finished with the same command and recipe (its .json marker
+    says so); a run of that command stopped midway goes on with --resume. None, or the error of the row."""
+    with _LOCKS_LOCK:
+        lock = _STAGE1_LOCKS.setdefault(s1, Lock())
+    marker = s1.parent / f"{s1.name}.json"
+    same = {'command': c1, 'recipe': args.recipe_options['stage1']}
+    with lock:
+        old = json.loads(marker.read_text()) if marker.is_file() else {}
+        mine = {k: old.get(k) for k in same} == same
+        if mine and old.get('finished') and (s1 / 'summary.json').is_file():
+            print(f"[{key}] stage 1: {s1} (finished, shared)", flush=True)
+            return None
+        cmd = c1
+        if mine and (s1 / 'checkpoint.pth').is_file():
+            cmd = c1.replace(' --overwrite', ' --resume')
+        marker.write_text(json.dumps({**same, 'finished': False}, indent=1))
+        print(f"[{key}] stage 1: python3 train.py {cmd}", flush=True)
+        log = s1.parent / f"{s1.name}.log"
+        if train(cmd, args.threads, log):
+            return f"stage 1 exited non-zero, see {log}"
+        marker.write_text(json.dumps({**same, 'finished': True}, indent=1))
+    return None
 
 
 def main(argv=None):

@@ -24,6 +24,8 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
             '--exp_root', str(tmp_path / 'exp'), '--out', str(out)]
     r = run(args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # base and sym differ in stage 2 only: one stage-1 run serves both
+    assert r.stdout.count('] stage 1: python3 train.py') == 1 and '(finished, shared)' in r.stdout, r.stdout
     table = out.read_text()
     rows = {line.split('|')[1].strip(): [c.strip() for c in line.strip('|').split('|')]
             for line in table.splitlines() if line.startswith('| base') or line.startswith('| sym')}
@@ -52,7 +54,8 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     # an edited recipe file trains its rows again, though the commands that name it are the same
     recipe.write_text(recipe.read_text().replace('optimizer = "adam_1e-4"', 'optimizer = "adam_1e-5"'))
     base = run([*args, '--rows', 'base'])
-    assert base.returncode == 0 and '[base] stage 1: python3 train.py' in base.stdout, base.stderr[-3000:]
+    assert base.returncode == 0 and '[base] stage 2: python3 train.py' in base.stdout, base.stderr[-3000:]
+    assert '[base] stage 1: python3 train.py' not in base.stdout  # stage 1's options are not the ones edited
     assert json.loads(out.with_suffix('.json').read_text())['rows']['base']['recipe']['stage2']['optimizer'] == 'adam_1e-5'
 
 
