@@ -40,6 +40,18 @@ def test_demo_end_to_end(tmp_path):
         assert f'{step} ' in r.stdout
 
 
+def test_demo_never_replaces_another_run(tmp_path):
+    """The demo trains --exp with --overwrite: a run there on other data is refused before any step."""
+    exp, data = tmp_path / 'mine', tmp_path / 'demo_data'
+    exp.mkdir()
+    (exp / 'train_config.json').write_text('{"data_dir": "/somewhere/else", "fold": 0}')
+    r = subprocess.run([sys.executable, 'tools/demo.py', '--epochs', '1', '--data', str(data), '--exp', str(exp)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'another --exp' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not data.exists() and sorted(p.name for p in exp.iterdir()) == ['train_config.json']
+
+
 def test_demo_steps_stream_their_output(tmp_path):
     """A step's lines reach the terminal while it runs (make demo shows each epoch as it ends)."""
     flag = tmp_path / 'seen'

@@ -164,6 +164,30 @@ def test_refuses_to_overwrite_then_overwrites(tmp_path):
     assert len(list((out / 'test/images').glob('*.png'))) == 2
 
 
+def test_overwrite_never_replaces_a_data_set_made_otherwise(tmp_path):
+    # The competition's layout, ids of 10 hex digits like the synthetic ones: --overwrite must leave it be.
+    out = tmp_path / 'data'
+    generate(out, n_train=4, n_test=2, seed=3)
+    for made_here in ('test_truth.csv', 'synthetic.json'):
+        (out / made_here).unlink()
+    before = tree_bytes(out)
+    with pytest.raises(UserError, match='did not make it'):
+        generate(out, n_train=4, n_test=2, seed=4, overwrite=True)
+    assert tree_bytes(out) == before
+    # PNGs alone (a half-unzipped download) are kept too
+    for name in ('train.csv', 'depths.csv', 'sample_submission.csv'):
+        (out / name).unlink()
+    before = tree_bytes(out)
+    with pytest.raises(UserError, match='did not make it'):
+        generate(out, n_train=4, n_test=2, seed=4, overwrite=True)
+    assert tree_bytes(out) == before
+    # a set made here before the marker existed (test_truth.csv alone) is replaced
+    old = tmp_path / 'old'
+    generate(old, n_train=4, n_test=2, seed=3)
+    (old / 'synthetic.json').unlink()
+    assert generate(old, n_train=3, n_test=1, seed=4, overwrite=True)['n_train'] == 3
+
+
 def test_rejects_bad_counts(tmp_path):
     with pytest.raises(UserError):
         generate(tmp_path / 'x', n_train=0, n_test=1)

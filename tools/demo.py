@@ -149,9 +149,25 @@ def write_all_empty(submission, out):
     frame.to_csv(ROOT / out, index=False)
 
 
+def check_exp(exp, data):
+    """The demo trains with --overwrite: --exp may hold only a run of its own data folder, never another run."""
+    import json
+    config = ROOT / exp / 'train_config.json'
+    if not config.is_file():
+        return
+    try:
+        trained_on = json.loads(config.read_text()).get('data_dir')
+    except (OSError, ValueError, AttributeError):
+        trained_on = None
+    if trained_on is None or Path(str(trained_on)).resolve() != (ROOT / data).resolve():
+        raise SystemExit(f"demo: error: --exp {exp} holds a run on {trained_on}, not on the demo's {data}, and the demo "
+                         f"would replace it (it trains with --overwrite); pass another --exp")
+
+
 def main(argv=None):
     args = parse_args(argv)
     data, exp = args.data, args.exp
+    check_exp(exp, data)
     t0 = time.monotonic()
     run(f"python3 tools/synthetic.py --out {data} --n_train {args.n_train} --n_test {args.n_test} --seed 0 --overwrite")
     run(f"python3 utils/stack_and_save.py --data_dir {data}")

@@ -16,6 +16,7 @@ itself has no brightness offset.
 """
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ SIZE = 101
 EMPTY_FRACTION = 0.4
 # Share of all images that are uniformly black, as in the real training set (67 of 3200).
 BLANK_FRACTION = 0.02
+# Written into every data set made here: what lets --overwrite replace it.
+MARKER = 'synthetic.json'
 _OUTPUT_CSVS = ('train.csv', 'depths.csv', 'sample_submission.csv', 'test_truth.csv')
 
 _Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -263,11 +266,24 @@ def _write_csv(path, header, rows):
         writer.writerows(rows)
 
 
+def _replaceable(out):
+    """Whether --overwrite may clear `out`: a data set this module made (its marker, or the test_truth.csv that
+    only it writes), or a folder with none of a data set's CSVs and no id-named PNGs."""
+    if (out / MARKER).is_file() or (out / 'test_truth.csv').is_file():
+        return True
+    if any((out / name).exists() for name in _OUTPUT_CSVS):
+        return False
+    return not any(_id_named(p) for k in ('train/images', 'train/masks', 'test/images') for p in (out / k).glob('*.png'))
+
+
+def _id_named(path):
+    return len(path.stem) == 10 and all(c in '0123456789abcdef' for c in path.stem)
+
+
 def _clear_stale_pngs(folder):
     """Remove id-named PNGs of an earlier data set, so the folder matches the new csv files."""
     for path in folder.glob('*.png'):
-        stem = path.stem
-        if len(stem) == 10 and all(c in '0123456789abcdef' for c in stem):
+        if _id_named(path):
             path.unlink()
 
 
@@ -289,6 +305,10 @@ def generate(out_dir, n_train=400, n_test=100, seed=0, overwrite=False):
     if existing and not overwrite:
         raise UserError(f"{out} already holds a data set ({', '.join(existing)}); "
                         f"pass --overwrite (overwrite=True) to replace it, or pick another --out")
+    if overwrite and not _replaceable(out):
+        # --overwrite deletes id-named PNGs and the CSVs: never those of a data set made otherwise (the competition's)
+        raise UserError(f"refusing to replace the data in {out}: tools/synthetic.py did not make it (no {MARKER} or "
+                        f"test_truth.csv there); pick another --out")
 
     folders = {k: out / k for k in ('train/images', 'train/masks', 'test/images')}
     for folder in folders.values():
@@ -320,6 +340,7 @@ def generate(out_dir, n_train=400, n_test=100, seed=0, overwrite=False):
     # Kaggle's sample submission predicts the single pixel "1 1" for every test image.
     _write_csv(out / 'sample_submission.csv', ['id', 'rle_mask'], [(i, '1 1') for i in test_ids])
     _write_csv(out / 'test_truth.csv', ['id', 'rle_mask'], [(i, rles[i]) for i in test_ids])
+    (out / MARKER).write_text(json.dumps({'n_train': n_train, 'n_test': n_test, 'seed': seed}) + '\n')
     # train.csv last: its presence marks a complete data set.
     _write_csv(out / 'train.csv', ['id', 'rle_mask'], [(i, rles[i]) for i in train_ids])
 
