@@ -82,7 +82,7 @@ def precheck(args, what=''):
         train_ids(data)  # its ids, checked (unique, plain names) before any fold reads them
     dirs = {k: fold_dir(args.experiment_dir, k) for k in folds}
     for d in dirs.values():
-        Experiment(d).check_folder()
+        Experiment(d).check_folder(data)
     states = {k: fold_state(dirs[k], k) for k in folds}
     for k in folds:
         if states[k] == 'finished':

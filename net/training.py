@@ -252,7 +252,7 @@ def _train(options, exp):
         config = resumed_config(options, resume, exp)
     else:
         config = build_config(options)
-        exp.check(resume=False, overwrite=options.overwrite)
+        exp.check(resume=False, overwrite=options.overwrite, data_dir=config.data_dir)
     if rt.distributed:
         torch.distributed.barrier()
     torch.manual_seed(config.seed)

@@ -28,7 +28,7 @@ import numpy as np
 from utils.cli import Parser, check_ranges, int_or_auto, probability
 from utils.data import load_test_images, load_train_arrays, read_columns
 from utils.errors import UserError, run_cli
-from utils.io import check_output, load_npy, save_json, save_npy, save_rows
+from utils.io import check_output, load_npy, run_folder_of, save_json, save_npy, save_rows
 from utils.rle import rle_encode
 from utils.snapshots import read_found
 from utils.submission import binarize, check_probs
@@ -94,6 +94,12 @@ def main(argv=None):
     data, out = Path(args.data_dir), Path(args.out)
     if out.resolve() == data.resolve():
         raise UserError(f"--out {out} is the data folder itself; pass a new folder, e.g. {data}_pseudo")
+    if data.resolve() in out.resolve().parents:
+        raise UserError(f"--out {out} is inside the data folder {data}; pass a folder beside it, e.g. {data}_pseudo")
+    run = run_folder_of(out / 'pseudo_labels.json')
+    if run is not None:
+        raise UserError(f"--out {out} is inside the run folder {run}, whose files train.py writes; pass a folder "
+                        f"outside it, e.g. {data}_pseudo")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists; pass another --out, or --overwrite to replace its pseudo-label files")
     th, min_size = args.th, args.min_size

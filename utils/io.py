@@ -174,11 +174,16 @@ def check_prediction_pair(csv):
         raise OutputError(f"refusing to write {csv}: {npy} exists without it, so it is not an earlier prediction "
                           f"of this name (a run's validation masks, say) and would be replaced; pass another "
                           f"output path, or remove {npy.name} if it is an old prediction's")
-    run = next((p for p in list(csv.absolute().parents)[:4] if (p / RUN_CONFIG).is_file()), None)
+    run = run_folder_of(csv)
     if run is not None and csv.absolute().relative_to(run).parts[0] != PREDICTIONS:
         # a run folder's logs/, snapshots/ and top-level files are train.py's and optimize_threshold.py's
         raise OutputError(f"refusing to write {csv}: it is inside the run folder {run}, whose files train.py "
                           f"writes; pass a path under {run / PREDICTIONS} or outside the run")
+
+
+def run_folder_of(path):
+    """The run folder (one holding train_config.json) that `path` lies in, up to three folders down, or None."""
+    return next((p for p in list(Path(path).absolute().parents)[:4] if (p / RUN_CONFIG).is_file()), None)
 
 
 def output_error(path, e):

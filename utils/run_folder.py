@@ -22,7 +22,7 @@ from pathlib import Path
 
 from utils.checkpoint import read_config
 from utils.errors import UserError
-from utils.io import RUN_CONFIG, SNAPSHOT_FORMAT, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
+from utils.io import RUN_CONFIG, SNAPSHOT_FORMAT, run_folder_of, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
 from utils.run_lock import RunLock
 from utils.snapshots import best_json_path, snapshot_name, snapshots_in, val_masks_path
 
@@ -44,12 +44,12 @@ class Experiment:
         return any(p.exists() for p in (self.config_path, self.log_path, self.checkpoint_path, self.snapshot_root,
                                         self.summary_path))
 
-    def check(self, resume, overwrite):
-        """Refuse --resume/--overwrite choices that do not fit the directory, or a directory another
-        run is using now; writes nothing."""
+    def check(self, resume, overwrite, data_dir=None):
+        """Refuse --resume/--overwrite choices that do not fit the directory, a directory that may not hold a
+        run (check_folder), or one another run is using now; writes nothing."""
         if resume and overwrite:
             raise UserError("--resume and --overwrite contradict each other; pass one")
-        self.check_folder()
+        self.check_folder(data_dir)
         self.lock.check_free()
         if resume:
             with contextlib.suppress(OSError):
@@ -63,14 +63,29 @@ class Experiment:
             raise UserError(f"{self.root} already holds a run; pass --resume to continue it, --overwrite to "
                             f"start again (deletes its snapshots and logs), or another --experiment_dir")
 
-    def check_folder(self):
-        """The experiment directory is a folder (or not there yet), not a file: else one line saying so."""
+    def check_folder(self, data_dir=None):
+        """The experiment directory is a folder (or not there yet), not a file; it is not inside another run's
+        folder or the data folder `data_dir`; and the logs/ or snapshots/ it holds are a run's. Else one line."""
         for p in (self.root, *self.root.parents):
             if p.exists():
                 if not p.is_dir():
                     raise UserError(f"--experiment_dir {self.root}: {p} is a file, not a folder; pass a folder "
                                     f"(a new one, or one that train.py made)")
-                return
+                break
+        outer = run_folder_of(self.root)  # a folder above it that holds a run
+        if outer is not None:
+            raise UserError(f"--experiment_dir {self.root} is inside the run folder {outer}; pass a folder outside "
+                            f"it (e.g. beside it)")
+        if data_dir is not None:
+            data = Path(data_dir).resolve()
+            if data == self.root.resolve() or data in self.root.resolve().parents:
+                raise UserError(f"--experiment_dir {self.root} is inside the data folder {data_dir}; pass a folder "
+                                f"outside it (e.g. experiments/NAME)")
+        if not self.config_path.exists() and not self.checkpoint_path.exists():
+            theirs = [p.name for p in (self.snapshot_root, self.root / 'logs', self.summary_path) if p.exists()]
+            if theirs:  # --overwrite would delete them, and they are not train.py's
+                raise UserError(f"--experiment_dir {self.root} holds {', '.join(theirs)} but no run of train.py (no "
+                                f"{RUN_CONFIG} or checkpoint.pth); pass another --experiment_dir")
 
     def prepare(self, resume, overwrite):
         """Take the directory's lock, check() again, then delete the run that --overwrite replaces and

@@ -20,7 +20,7 @@ import numpy as np
 from utils.checkpoint import find_config
 from utils.data import fold_indices, load_train_arrays
 from utils.errors import UserError
-from utils.io import check_output, load_npy, save_csv
+from utils.io import check_output, load_npy, run_folder_of, save_csv
 from utils.metric import breakdown_table, coverage_breakdown, image_scores, threshold_image_scores, threshold_sweep
 from utils.plots import threshold_curve
 from utils.snapshots import best_json_path, resolve_snapshot, save_found, val_masks_path
@@ -69,7 +69,13 @@ def load_validation(masks_fn, data_dir=None, validation_set=None):
 
 
 def check_search_outputs(best_json):
-    """The .best.json and its .thresholds.csv/.png may all be written (utils.io.check_output), before the first is."""
+    """The .best.json and its .thresholds.csv/.png may all be written (utils.io.check_output), before the first is.
+    Inside a run folder the name must end in .best.json: the run's other files are train.py's (summary.json,
+    say, which marks the run finished)."""
+    run = run_folder_of(best_json)
+    if run is not None and not Path(best_json).name.endswith('.best.json'):
+        raise UserError(f"refusing to write {best_json}: it is inside the run folder {run}, whose files train.py "
+                        f"writes; name it NAME.best.json, or pass a path outside the run")
     for p in (best_json, sidecar(best_json, 'thresholds.csv'), sidecar(best_json, 'thresholds.png')):
         check_output(p)
 
@@ -165,6 +171,8 @@ def out_of_fold(masks_fns, data_dir=None, steps=101, min_sizes=MIN_SIZES, out=No
 
     if out is not None and Path(out).suffix != '.json':
         raise UserError(f"--out {out} must end in .json (e.g. oof.best.json)")
+    if out is not None:
+        check_search_outputs(out)  # before the masks are read
     folds = []
     seen = {}
     for given in masks_fns:
