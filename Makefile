@@ -45,7 +45,7 @@ demo: $(PROJECT)
 TEST_WORKERS ?= auto
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(DEV)
-	$(PY) -m pytest -q $(XDIST) tests
+	$(PY) -m pytest -q --durations=15 $(XDIST) tests
 
 test-fast: $(DEV)
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not real_data" tests
