@@ -154,6 +154,11 @@ def main(argv=None):
     commands = {'stage 1': ['train_folds.py', '--experiment_dir', s1, *options('stage1', data, m1, args.stage1_args)],
                 'stage 2 + predict': fine_tune('stage2', s2, data, m2, s1, out2)}
     if args.pseudo:
+        from tools.pseudo_labels import check_out
+        try:
+            check_out(pseudo, data)
+        except UserError as e:
+            raise UserError(str(e).replace('--out', '--pseudo_dir', 1)) from None
         if not (pseudo / 'pseudo_labels.json').is_file():
             commands['pseudo-labels'] = [
                 '-m', 'tools.pseudo_labels', '--data_dir', data, '--probs', out2.with_suffix('.npy'), '--th', 'auto',

@@ -220,6 +220,7 @@ def rows():
         (1, TB, '--experiment_dir holding logs/ of no run', lambda c: (a_dir(c['out'] / 'proj' / 'logs'), train(c, '--experiment_dir', c['out'] / 'proj', '--overwrite', border=True))[1:] + (['no run of train.py'],)),
         (1, TF, 'fold folders inside the data folder', lambda c: (tf(c, exp=c['data'] / 'runs'), ['inside the data folder'])),
         (1, PL, '--out inside a run folder', lambda c: (pseudo(c, '--out', c['exp'] / 'pseudo', '--overwrite'), ['inside the run folder'])),
+        (1, R, '--pseudo --pseudo_dir inside the data folder', lambda c: (recipe(c, '--pseudo', '--pseudo_dir', c['data'] / 'pseudo'), ['--pseudo_dir', 'inside the data folder'])),
         (1, PL, '--out inside the data folder', lambda c: (pseudo(c, '--out', c['data'] / 'train', '--overwrite'), ['inside the data folder'])),
         (1, P, '--out beside the stacked test set', lambda c: (pred(c, '--out', c['data'] / 'test_images.csv'), [DATA_FILE_MSG, 'test_images.npy'])),
         (1, P, '--out over train.csv', lambda c: (pred(c, '--out', c['data'] / 'train.csv'), [DATA_FILE_MSG, 'train.csv'])),

@@ -89,9 +89,10 @@ def _link_or_copy(src, dst):
         shutil.copy2(src, dst)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    data, out = Path(args.data_dir), Path(args.out)
+def check_out(out, data):
+    """The pseudo-labeled data folder `out` is a folder of its own: not the data folder `data`, nor inside it or
+    inside a run's folder (recipe.py --pseudo checks its --pseudo_dir with this before the first stage)."""
+    out, data = Path(out), Path(data)
     if out.resolve() == data.resolve():
         raise UserError(f"--out {out} is the data folder itself; pass a new folder, e.g. {data}_pseudo")
     if data.resolve() in out.resolve().parents:
@@ -100,6 +101,12 @@ def main(argv=None):
     if run is not None:
         raise UserError(f"--out {out} is inside the run folder {run}, whose files train.py writes; pass a folder "
                         f"outside it, e.g. {data}_pseudo")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    data, out = Path(args.data_dir), Path(args.out)
+    check_out(out, data)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists; pass another --out, or --overwrite to replace its pseudo-label files")
     th, min_size = args.th, args.min_size
