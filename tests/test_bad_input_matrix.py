@@ -212,6 +212,7 @@ def rows():
     return [
         # 1. an output replaces an input
         (1, M, '--out over train.csv', lambda c: (['--p', c['data'] / 'train.csv', '--n', '3', '--out', c['data'] / 'train.csv'], [DATA_FILE_MSG, 'train.csv'])),
+        (1, M, "--out over a run's log", lambda c: (['--p', c['data'] / 'train.csv', '--n', '3', '--out', c['exp'] / 'logs' / 'log.csv'], ['a file of the run', 'only train.py'])),
         (1, M, '--out over sample_submission.csv', lambda c: (['--p', c['data'] / 'train.csv', '--n', '3', '--out', c['data'] / 'sample_submission.csv'], [DATA_FILE_MSG])),
         (1, O, '--out over train_config.json', lambda c: (['--masks_fn', c['masks'], '--out', c['exp'] / 'train_config.json'], ['inside the run folder', 'train_config.json'])),
         (1, O, "--out over the run's summary.json", lambda c: (['--masks_fn', c['masks'], '--out', c['exp'] / 'summary.json'], ['inside the run folder', '.best.json'])),
@@ -225,10 +226,11 @@ def rows():
         (1, P, '--out beside the stacked test set', lambda c: (pred(c, '--out', c['data'] / 'test_images.csv'), [DATA_FILE_MSG, 'test_images.npy'])),
         (1, P, '--out over train.csv', lambda c: (pred(c, '--out', c['data'] / 'train.csv'), [DATA_FILE_MSG, 'train.csv'])),
         (1, P, '--out over train_with_folds.csv', lambda c: (pred(c, '--out', c['data'] / 'train_with_folds.csv'), [DATA_FILE_MSG, 'make_folds.py'])),
-        (1, PT, "--out beside a run's validation masks", lambda c: (pred(c, '--out', c['masks'].with_suffix('.csv')), ['exists without it', c['masks'].name])),
-        (1, P, "--out over a run's log", lambda c: (pred(c, '--out', c['exp'] / 'logs' / 'log.csv'), ['inside the run folder'])),
-        (1, PS, "--out over a run's threshold curve", lambda c: (se(c, '--out', c['masks'].with_suffix('.thresholds.csv')), ['inside the run folder'])),
-        (1, PF, "--save_probs over a run's validation masks", lambda c: (fold_avg(c, '--out', c['masks'].with_suffix('.csv'), '--save_probs'), ['exists without it'])),
+        (1, PT, "--out beside a run's validation masks", lambda c: (pred(c, '--out', c['masks'].with_suffix('.csv')), ['a file of the run', c['masks'].name])),
+        (1, P, '--out beside an array that is no prediction', lambda c: (shutil.copy(c['masks'], c['out'] / 'vm.npy'), pred(c, '--out', c['out'] / 'vm.csv'))[1:] + (['exists without it', 'vm.npy'],)),
+        (1, P, "--out over a run's log", lambda c: (pred(c, '--out', c['exp'] / 'logs' / 'log.csv'), ['a file of the run', 'log.csv'])),
+        (1, PS, "--out over a run's threshold curve", lambda c: (se(c, '--out', c['masks'].with_suffix('.thresholds.csv')), ['refusing to write', 'run'])),
+        (1, PF, "--save_probs over a run's validation masks", lambda c: (fold_avg(c, '--out', c['masks'].with_suffix('.csv'), '--save_probs'), ['a file of the run'])),
         (1, PT, '--out beside the stacked train masks', lambda c: (pred(c, '--out', c['data'] / 'train_masks.csv'), [DATA_FILE_MSG, 'train_masks.npy'])),
         (1, PS, '--out over sample_submission.csv', lambda c: (se(c, '--out', c['data'] / 'sample_submission.csv'), [DATA_FILE_MSG])),
         (1, PF, '--save_probs over its own input', lambda c: (fold_avg(c, '--out', c['out'] / 'p.csv', '--save_probs'), [DATA_FILE_MSG, 'p.npy'])),

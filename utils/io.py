@@ -103,8 +103,33 @@ def _key(path):
 
 
 def new_command():
-    """Forget the inputs of an earlier command of this process."""
+    """Forget the inputs of an earlier command of this process (and the runs it trained)."""
     _GUARDED.clear()
+    _OWN_RUNS.clear()
+
+
+# The run folders this command trains (train.py's Experiment): only there may it write a run's own files.
+_OWN_RUNS = set()
+
+
+def own_run(root):
+    """This command is the run in folder `root`: train.py's files there are its outputs."""
+    _OWN_RUNS.add(_key(root))
+
+
+def runs_own_file(rel):
+    """Whether `rel`, a path inside a run folder, is one of the files train.py writes there: its config, checkpoint,
+    summary, lock, logs/ and tensorboard/, and under snapshots/ each snapshot and its validation masks."""
+    parts = Path(rel).parts
+    if not parts:
+        return False
+    if len(parts) == 1:
+        return parts[0] in (RUN_CONFIG, 'checkpoint.pth', 'summary.json', '.lock')
+    if parts[0] in ('logs', 'tensorboard'):
+        return True
+    name = parts[-1]
+    return parts[0] == 'snapshots' and (name.startswith('epoch_') or (name.startswith('val_masks_')
+                                                                       and name.endswith('.npy')))
 
 
 def guard(path, what='an input of this command'):
@@ -137,6 +162,10 @@ def check_output(path):
     if why is not None:
         raise OutputError(f"refusing to write {path}: it is {why}, which this command must not replace; "
                           f"pass another output path")
+    run = run_folder_of(path)
+    if run is not None and _key(run) not in _OWN_RUNS and runs_own_file(path.absolute().relative_to(run)):
+        raise OutputError(f"refusing to write {path}: it is a file of the run in {run}, which only train.py writes "
+                          f"there; pass another output path")
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; pass a file path")
     if path.is_symlink() and not path.exists():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from utils.checkpoint import read_config
 from utils.errors import UserError
-from utils.io import RUN_CONFIG, SNAPSHOT_FORMAT, run_folder_of, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
+from utils.io import RUN_CONFIG, SNAPSHOT_FORMAT, own_run, run_folder_of, TEMP_NAME, WriteError, host, save_json, save_npy, save_rows, save_torch, write_error
 from utils.run_lock import RunLock
 from utils.snapshots import best_json_path, snapshot_name, snapshots_in, val_masks_path
 
@@ -99,6 +99,7 @@ class Experiment:
         with self.writing():
             self.root.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
+        own_run(self.root)  # train.py's files there are this command's outputs (utils.io.check_output)
         try:
             self.check(resume, overwrite)
             if resume and seen is not None and self._resumed_from != seen:
