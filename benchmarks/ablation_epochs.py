@@ -217,14 +217,22 @@ def epochs_of(run_dir):
 
 
 HEADER = ["| row | what it changes | epochs | minutes | fold-0 score (th) | + hflip TTA (th) | + salt head empties (cut) | "
-          "empty | < 10 % | 10-50 % | > 50 % | stage options |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "empty | < 10 % | 10-50 % | > 50 % | stage options | CPU, date |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def cpu_label():
+    """The CPU a row ran on: its model name and what it offers (AMX, AVX-512 BF16, AVX-512 or AVX2): rows of one
+    table may come from several machines, whose float rounding differs, so a row's seed noise is per machine."""
+    from benchmarks.common import machine_info
+    from tools.demo import cpu_class
+    return f"{machine_info()['cpu']}, {cpu_class()}"
 
 
 def table_row(key, r):
     title = ROWS[key][0]
     if 'error' in r:
-        return f"| {key} | {title} | - | - | failed: {r['error']} | | | | | | | |"
+        return f"| {key} | {title} | - | - | failed: {r['error']} | | | | | | | | |"
     s = r['scores']
     tta = f"{s['tta']:.4f} ({s['tta_th']:.2f})"
     emptied = f"{s['tta_empty']:.4f} ({s['empty_below']})" if 'tta_empty' in s else '-'
@@ -233,7 +241,8 @@ def table_row(key, r):
     o1, o2 = (o.strip() for o in r['options'])
     opts = f"1: `{o1 or '-'}`; 2: `{o2 or '-'}`"
     return (f"| {key} | {title} | {r['epochs'][0]} + {r['epochs'][1]} | {r['minutes']:.0f} | "
-            f"{s['score']:.4f} ({s['th']:.2f}) | {tta} | {emptied} | {cov} | {opts} |")
+            f"{s['score']:.4f} ({s['th']:.2f}) | {tta} | {emptied} | {cov} | {opts} | "
+            f"{r.get('cpu', '-')}, {r.get('date', '-')} |")
 
 
 def write_table(args, results, path):
@@ -243,8 +252,9 @@ def write_table(args, results, path):
     intro = [f"# Ablation at {args.e1} + {args.e2} epochs, `{args.arch}`",
              "",
              f"Fold 0 of the real data's 5-fold coverage-stratified split (640 validation images), from scratch, "
-             f"seed 42 unless the row says, {args.jobs} row(s) at a time on {args.threads} thread(s) each "
-             f"({cpu}). Every row runs the recipe's two stages with the options shown added:",
+             f"seed 42 unless the row says, rows side by side on one thread each (this run: {args.jobs} at a time on "
+             f"{args.threads}, {cpu}; each row's CPU and date in its last column: float rounding differs between CPUs, "
+             f"so compare rows of one CPU). Every row runs the recipe's two stages with the options shown added:",
              "",
              f"- stage 1: `python3 train.py {stage_command(args, 1)} --n_epochs {args.e1} "
              f"--data_dir DATA --experiment_dir EXP/stage1`",
@@ -304,6 +314,7 @@ def run_row(key, args, results, lock, out):
         r['snapshots'] = [str(s) for s in snaps]
         r['epochs'] = [epochs_of(s1), epochs_of(exp / 'stage2')]
     r['minutes'] = (time.time() - t0) / 60
+    r['cpu'], r['date'] = cpu_label(), time.strftime('%Y-%m-%d')
     with lock:
         results[key] = r
         write_table(args, results, out)

@@ -1,5 +1,6 @@
 """benchmarks/ablation_epochs.py: rows of the recipe's two stages at a fixed epoch count, on a tiny cut of the real data."""
 import json
+import re
 import subprocess
 import sys
 
@@ -36,6 +37,7 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
         # a salt-head model: the emptied score is there, and the coverage buckets of a 16-image fold
         assert cells[6] != '-'
         assert all(c == '-' or 0.0 <= float(c) <= 1.0 for c in cells[7:11])
+        assert re.search(r', \d{4}-\d{2}-\d{2}$', cells[12]), cells[12]  # the row's CPU and date
     assert '--loss combined_sym' in rows['sym'][11] and 'combined_sym' not in rows['base'][11]
     saved = json.loads(out.with_suffix('.json').read_text())
     assert saved['epochs'] == [1, 1] and saved['arch'] == 'unet_plain_ds_w8'
