@@ -328,6 +328,7 @@ _LOCKS_LOCK = Lock()
 def run_stage1(key, c1, s1, args):
     """Train the shared stage 1 `s1` unless it has finished with the same command and recipe (its .json marker
     says so); a run of that command stopped midway goes on with --resume. None, or the error of the row."""
+    from utils.io import save_json
     with _LOCKS_LOCK:
         lock = _STAGE1_LOCKS.setdefault(s1, Lock())
     marker = s1.parent / f"{s1.name}.json"
@@ -341,12 +342,12 @@ def run_stage1(key, c1, s1, args):
         cmd = c1
         if mine and (s1 / 'checkpoint.pth').is_file():
             cmd = c1.replace(' --overwrite', ' --resume')
-        marker.write_text(json.dumps({**same, 'finished': False}, indent=1))
+        save_json(marker, {**same, 'finished': False})
         print(f"[{key}] stage 1: python3 train.py {cmd}", flush=True)
         log = s1.parent / f"{s1.name}.log"
         if train(cmd, args.threads, log):
             return f"stage 1 exited non-zero, see {log}"
-        marker.write_text(json.dumps({**same, 'finished': True}, indent=1))
+        save_json(marker, {**same, 'finished': True})
     return None
 
 

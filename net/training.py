@@ -90,7 +90,8 @@ def parse_args(argv=None, border=False):
     p = build_parser(border)
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     ns = p.parse_args(argv)
-    given = given_options(p, argv) - {'recipe', 'stage'}
+    named = given_options(p, argv)
+    given = named - {'recipe', 'stage'}
     if ns.recipe is not None:
         try:
             from_recipe = recipe_defaults(p, ns.recipe, ns.stage)
@@ -99,7 +100,7 @@ def parse_args(argv=None, border=False):
         # the recipe's values (checked and converted) start the namespace; what the command line gives replaces them
         ns = p.parse_args(argv, namespace=argparse.Namespace(**from_recipe))
         given |= set(from_recipe)
-    elif 'stage' in given_options(p, argv):
+    elif 'stage' in named:
         p.error("--stage names a stage of --recipe FILE; pass the recipe too, or leave --stage out")
     if not ns.small_crops >= 0:
         p.error(f"--small_crops is a share of the training images, 0 or more (e.g. 0.25); got {ns.small_crops}")
@@ -117,8 +118,8 @@ def parse_args(argv=None, border=False):
 def recipe_defaults(p, path, stage):
     """{dest: value} of `stage` of the recipe file `path`, as parser `p` would parse them (checked by
     utils.recipes.load_recipe: one line naming the file and the key), the stage's minutes as max_minutes."""
-    recipe = load_recipe(path, p.actions())
     actions = p.actions()
+    recipe = load_recipe(path, actions)
     out = {}
     for key, value in recipe.options(stage).items():
         action = actions[key]

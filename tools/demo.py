@@ -151,13 +151,14 @@ def write_all_empty(submission, out):
 
 def check_exp(exp, data):
     """The demo trains with --overwrite: --exp may hold only a run of its own data folder, never another run."""
-    import json
+    from utils.checkpoint import read_config
+    from utils.errors import UserError
     config = ROOT / exp / 'train_config.json'
     if not config.is_file():
         return
     try:
-        trained_on = json.loads(config.read_text()).get('data_dir')
-    except (OSError, ValueError, AttributeError):
+        trained_on = read_config(config, needs=('data_dir',))['data_dir']
+    except UserError:  # not a readable run config: not the demo's either
         trained_on = None
     if trained_on is None or Path(str(trained_on)).resolve() != (ROOT / data).resolve():
         raise SystemExit(f"demo: error: --exp {exp} holds a run on {trained_on}, not on the demo's {data}, and the demo "
