@@ -20,6 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = ('--arch unet_plain --loss BCEDice --optimizer adam_1e-3 --batch_size 16 --train_augs train_112_v3 '

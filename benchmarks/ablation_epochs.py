@@ -31,6 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Lock
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Both stages of a recipe file (recipes/cpu.toml unless --recipe says; train.py --recipe FILE --stage NAME), at a

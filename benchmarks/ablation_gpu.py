@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # key: (what the row changes, recipe.py options)

@@ -19,6 +19,9 @@ import argparse
 import json
 import time
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 

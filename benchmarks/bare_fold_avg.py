@@ -11,6 +11,9 @@ import csv
 import json
 import time
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 T_START = time.perf_counter()
 
 import numpy as np  # noqa: E402

@@ -17,6 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

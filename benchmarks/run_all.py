@@ -26,6 +26,9 @@ import os
 import time
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 from benchmarks.common import BENCH, ROOT, fmt, log, machine_info, markdown_table, matmul_gflops, median, text_table  # noqa: E402
 
 PARTS = ['archs', 'layout', 'precision', 'threads', 'train', 'predict', 'stack', 'fold_avg', 'threshold', 'memory']

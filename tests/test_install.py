@@ -1,8 +1,9 @@
 """The project installs as a package, and its entry scripts still run without that install.
 
-Tests, tools and benchmarks import net/ and utils/ from the editable install (pyproject.toml);
-the original's commands (`python3 train.py`, `cd utils && python3 stack_and_save.py`) must keep
-working after a plain `pip install -r requirements.txt`, through one path bootstrap.
+Tests import net/ and utils/ from the editable install (pyproject.toml); the original's commands
+(`python3 train.py`, `cd utils && python3 stack_and_save.py`) must keep working after a plain
+`pip install -r requirements.txt`, and the scripts of utils/, tools/ and benchmarks/ run as files
+import their own checkout's modules, not an installed one's, through one path bootstrap.
 """
 import ast
 import os
@@ -115,3 +116,53 @@ def test_bootstrap_puts_this_checkout_first_in_place_of_utils(tmp_path):
     assert data_file == str(ROOT / 'utils' / 'data.py')
     assert utils_still_there == 'False'
     assert BOOTSTRAP.is_file()
+
+
+PROJECT_PACKAGES = ('utils', 'net', 'benchmarks', 'tools', 'salt')
+
+
+def _imports_the_project(node):
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and (node.module or '').split('.')[0] in PROJECT_PACKAGES
+    if isinstance(node, ast.Import):
+        return any(a.name.split('.')[0] in PROJECT_PACKAGES for a in node.names)
+    return False
+
+
+def _is_bootstrap(node):
+    return isinstance(node, ast.If) and any(isinstance(n, ast.Import) and n.names[0].name == '_repo_root'
+                                            for n in node.body)
+
+
+def test_every_script_of_tools_and_benchmarks_bootstraps_before_importing_the_project():
+    """A script run as a file (it has a __main__ guard) that imports the project anywhere must first run
+    the bootstrap at module level; otherwise it imports whichever checkout is installed."""
+    missing = []
+    for path in sorted([*(ROOT / 'tools').glob('*.py'), *(ROOT / 'benchmarks').glob('*.py'),
+                        *(ROOT / 'utils').glob('*.py')]):
+        tree = ast.parse(path.read_text(), str(path))
+        if "__main__" not in path.read_text() or not any(_imports_the_project(n) for n in ast.walk(tree)):
+            continue
+        first_boot = next((i for i, n in enumerate(tree.body) if _is_bootstrap(n)), None)
+        first_import = next((i for i, n in enumerate(tree.body) if _imports_the_project(n)), len(tree.body))
+        if first_boot is None or first_boot > first_import:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
+
+
+def test_scripts_run_as_files_import_their_own_checkout_before_another_on_the_path(tmp_path):
+    """A decoy checkout first on PYTHONPATH (as an installed other clone or worktree would be) is not
+    what tools/ and benchmarks/ scripts import when they run as files."""
+    decoy = tmp_path / 'decoy'
+    for pkg in PROJECT_PACKAGES:
+        (decoy / pkg).mkdir(parents=True)
+        (decoy / pkg / '__init__.py').write_text("raise ImportError('imported the decoy checkout')\n")
+    env = {**os.environ, 'PYTHONPATH': str(decoy)}
+    probe = subprocess.run([sys.executable, '-c', 'import utils'], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert 'imported the decoy checkout' in probe.stderr  # the decoy stands first
+    for script in ['tools/evaluate.py', 'tools/synthetic.py', 'tools/pseudo_labels.py',
+                   'benchmarks/bare_fold_avg.py', 'benchmarks/gpu_check.py']:
+        r = subprocess.run([sys.executable, str(ROOT / script), '--help'], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and 'usage' in r.stdout, (script, r.stderr)

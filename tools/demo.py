@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The demo's model and training: the recipe's heads (deep supervision and a salt head) at half

@@ -9,6 +9,9 @@ true masks (empty, <10 %, 10-50 %, >50 %): images, mean score and share of the l
 each. The score is the last line printed.
 """
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 import numpy as np
 
 from utils.cli import Parser

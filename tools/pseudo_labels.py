@@ -23,6 +23,9 @@ import os
 import shutil
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 import numpy as np
 
 from utils.cli import Parser, check_ranges, int_or_auto, probability

@@ -20,6 +20,9 @@ import json
 import time
 from pathlib import Path
 
+if not __package__:  # run as a file: import this checkout's modules, see utils/_repo_root.py
+    import _repo_root  # noqa: F401
+
 import cv2
 import numpy as np
 
