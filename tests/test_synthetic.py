@@ -209,3 +209,41 @@ def test_cli(tmp_path, entry):
     assert len(again.stderr.strip().splitlines()) == 1
     forced = subprocess.run(cmd + ['--overwrite'], cwd=REPO, capture_output=True, text=True)
     assert forced.returncode == 0, forced.stderr
+
+
+def test_never_mixes_its_images_into_a_folder_of_other_pngs(tmp_path):
+    """A folder of PNGs without a data set's CSVs (a user's own images, a half-unzipped download) is not written
+    into, with or without --overwrite: the new images would be mixed in among them."""
+    for name in ('scan_01.png', '0123456789.png'):  # any name, the competition's form too
+        out = tmp_path / name.split('.')[0]
+        (out / 'train' / 'images').mkdir(parents=True)
+        cv2.imwrite(str(out / 'train' / 'images' / name), np.zeros((101, 101), np.uint8))
+        before = tree_bytes(out)
+        for overwrite in (False, True):
+            with pytest.raises(UserError, match='did not'):
+                generate(out, n_train=4, n_test=2, seed=1, overwrite=overwrite)
+            assert tree_bytes(out) == before
+
+
+def test_a_stopped_run_is_finished_by_overwrite_only(tmp_path, monkeypatch):
+    """Stopped while writing its images, a set is marked as made here: a plain rerun says to pass --overwrite
+    (it would mix two sets), and --overwrite replaces it with a complete one."""
+    out = tmp_path / 'data'
+    real_imwrite, calls = cv2.imwrite, []
+
+    def stop_after_three(path, image):
+        calls.append(path)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real_imwrite(path, image)
+
+    monkeypatch.setattr(cv2, 'imwrite', stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, n_train=6, n_test=2, seed=1)
+    monkeypatch.setattr(cv2, 'imwrite', real_imwrite)
+    assert not (out / 'train.csv').exists() and list((out / 'train' / 'images').glob('*.png'))
+    with pytest.raises(UserError, match='unfinished.*--overwrite'):
+        generate(out, n_train=6, n_test=2, seed=2)
+    generate(out, n_train=6, n_test=2, seed=2, overwrite=True)
+    _, train = read_csv(out / 'train.csv')
+    assert sorted(p.stem for p in (out / 'train/images').glob('*.png')) == sorted(r[0] for r in train)

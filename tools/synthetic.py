@@ -35,6 +35,7 @@ EMPTY_FRACTION = 0.4
 BLANK_FRACTION = 0.02
 # Written into every data set made here: what lets --overwrite replace it.
 MARKER = 'synthetic.json'
+_IMAGE_FOLDERS = ('train/images', 'train/masks', 'test/images')
 _OUTPUT_CSVS = ('train.csv', 'depths.csv', 'sample_submission.csv', 'test_truth.csv')
 
 _Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -276,7 +277,7 @@ def _replaceable(out):
         return True
     if any((out / name).exists() for name in _OUTPUT_CSVS):
         return False
-    return not any(_id_named(p) for k in ('train/images', 'train/masks', 'test/images') for p in (out / k).glob('*.png'))
+    return not any(_id_named(p) for k in _IMAGE_FOLDERS for p in (out / k).glob('*.png'))
 
 
 def _id_named(path):
@@ -312,8 +313,16 @@ def generate(out_dir, n_train=400, n_test=100, seed=0, overwrite=False):
         # --overwrite deletes id-named PNGs and the CSVs: never those of a data set made otherwise (the competition's)
         raise UserError(f"refusing to replace the data in {out}: tools/synthetic.py did not make it (no {MARKER} or "
                         f"test_truth.csv there); pick another --out")
+    pngs = [k for k in _IMAGE_FOLDERS if any((out / k).glob('*.png'))]
+    if pngs and not ((out / MARKER).is_file() or (out / 'test_truth.csv').is_file()):
+        # images of no data set made here: the new ones would be mixed in among them
+        raise UserError(f"{out / pngs[0]} already holds PNG images that tools/synthetic.py did not write; "
+                        f"pick an empty or new --out")
+    if pngs and not overwrite:
+        raise UserError(f"{out} holds the images of an unfinished synthetic data set (no train.csv); "
+                        f"pass --overwrite to replace it, or pick another --out")
 
-    folders = {k: out / k for k in ('train/images', 'train/masks', 'test/images')}
+    folders = {k: out / k for k in _IMAGE_FOLDERS}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
         if overwrite:
@@ -323,6 +332,8 @@ def generate(out_dir, n_train=400, n_test=100, seed=0, overwrite=False):
         for name in existing:
             (out / name).unlink()
 
+    # The marker first: a run stopped while writing the images leaves a set that --overwrite may replace.
+    (out / MARKER).write_text(json.dumps({'n_train': n_train, 'n_test': n_test, 'seed': seed}) + '\n')
     id_seq, sample_seq = np.random.SeedSequence(seed).spawn(2)
     ids = _make_ids(np.random.default_rng(id_seq), n_train + n_test)
     rng = np.random.default_rng(sample_seq)
@@ -343,7 +354,6 @@ def generate(out_dir, n_train=400, n_test=100, seed=0, overwrite=False):
     # Kaggle's sample submission predicts the single pixel "1 1" for every test image.
     _write_csv(out / 'sample_submission.csv', ['id', 'rle_mask'], [(i, '1 1') for i in test_ids])
     _write_csv(out / 'test_truth.csv', ['id', 'rle_mask'], [(i, rles[i]) for i in test_ids])
-    (out / MARKER).write_text(json.dumps({'n_train': n_train, 'n_test': n_test, 'seed': seed}) + '\n')
     # train.csv last: its presence marks a complete data set.
     _write_csv(out / 'train.csv', ['id', 'rle_mask'], [(i, rles[i]) for i in train_ids])
 
