@@ -81,8 +81,9 @@ ROWS = {
     'sym_crops_seed2': ("symmetric Lovasz and the small-mask crops, another seed", '--seed 7 --small_crops 0.25',
                         '--seed 7 --small_crops 0.25 --loss combined_sym', {}),
     'cycles': ("stage 2 as 3 cosine cycles, mean of each cycle's best", '', '--cycles 3', {'cycles': True}),
-    'lr3': ("stage 2 at 3e-4 instead of adam's 1e-4", '', '--lr 3e-4', {}),
+    'lr3': ("stage 2 at 3e-4 (the recipe's since 2026-12-03)", '', '--lr 3e-4', {}),
     'lr3_seed2': ("stage 2 at 3e-4, another seed", '--seed 7', '--seed 7 --lr 3e-4', {}),
+    'lr1': ("stage 2 at 1e-4 (the recipe's before 2026-12-03)", '', '--lr 1e-4', {}),
     'bs8': ("batch 8 instead of 16: twice the steps per epoch", '--batch_size 8', '--batch_size 8', {}),
 }
 

@@ -43,22 +43,22 @@ def test_rows_train_both_stages_score_by_coverage_and_resume(tmp_path):
     assert saved['epochs'] == [1, 1] and saved['arch'] == 'unet_plain_ds_w8'
     stage2 = saved['rows']['sym']['commands'][1]
     assert stage2.startswith(f'--recipe {recipe} --stage stage2 ') and stage2.endswith('--loss combined_sym')
-    assert saved['rows']['sym']['recipe']['stage2']['optimizer'] == 'adam_1e-4'
+    assert saved['rows']['sym']['recipe']['stage2']['lr'] == 3e-4
     assert f"--init {tmp_path / 'exp'}" in stage2
     config = json.loads((tmp_path / 'exp' / 'unet_plain_ds_w8_1_1' / 'sym' / 'stage2' / 'train_config.json').read_text())
-    assert (config['loss'], config['optimizer'], config['n_epochs'], config['schedule_by'], config['max_minutes']) == (
-        'combined_sym', 'adam_1e-4', 1, 'epoch', 0.0)
+    assert (config['loss'], config['optimizer'], config['lr'], config['n_epochs'], config['schedule_by'],
+            config['max_minutes']) == ('combined_sym', 'adam_1e-3', 3e-4, 1, 'epoch', 0.0)
     # the same command again trains nothing: every row is in the JSON with the same commands
     again = run(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert '] stage 1: python3 train.py' not in again.stdout
     assert json.loads(out.with_suffix('.json').read_text())['rows'] == saved['rows']
     # an edited recipe file trains its rows again, though the commands that name it are the same
-    recipe.write_text(recipe.read_text().replace('optimizer = "adam_1e-4"', 'optimizer = "adam_1e-5"'))
+    recipe.write_text(recipe.read_text().replace('lr = 3e-4 ', 'lr = 1e-5 '))
     base = run([*args, '--rows', 'base'])
     assert base.returncode == 0 and '[base] stage 2: python3 train.py' in base.stdout, base.stderr[-3000:]
     assert '[base] stage 1: python3 train.py' not in base.stdout  # stage 1's options are not the ones edited
-    assert json.loads(out.with_suffix('.json').read_text())['rows']['base']['recipe']['stage2']['optimizer'] == 'adam_1e-5'
+    assert json.loads(out.with_suffix('.json').read_text())['rows']['base']['recipe']['stage2']['lr'] == 1e-5
 
 
 def test_unknown_rows_and_bad_epochs_are_one_line():

@@ -30,7 +30,8 @@ def test_cpu_and_gpu_presets_hold_the_recipe():
     assert (cpu.train['batch_size'], gpu.train['batch_size']) == (16, 32)
     for r in (cpu, gpu):
         assert r.options('stage1')['loss'] == 'combined_bce' and r.options('stage1')['optimizer'] == 'adam_1e-3'
-        assert r.options('stage2')['loss'] == 'combined_sym' and r.options('stage2')['optimizer'] == 'adam_1e-4'
+        assert r.options('stage2')['loss'] == 'combined_sym'
+        assert (r.options('stage2')['opt'], r.options('stage2')['lr']) == ('adam', 3e-4)
         assert r.options('stage3') == r.options('stage2')  # stage 3 fine-tunes as stage 2 does
     assert load_recipe(preset_path('smoke'), ACTIONS).train['limit'] == 32
 
