@@ -84,6 +84,8 @@ ROWS = {
     'lr3': ("stage 2 at 3e-4 (the recipe's since 2026-12-03)", '', '--lr 3e-4', {}),
     'lr3_seed2': ("stage 2 at 3e-4, another seed", '--seed 7', '--seed 7 --lr 3e-4', {}),
     'lr1': ("stage 2 at 1e-4 (the recipe's before 2026-12-03)", '', '--lr 1e-4', {}),
+    's1_sym': ("stage 1: symmetric Lovasz added 1:1 to the BCE",
+               '--loss combined_bce_sym', '', {}),
     'bs8': ("batch 8 instead of 16: twice the steps per epoch", '--batch_size 8', '--batch_size 8', {}),
 }
 

@@ -432,6 +432,12 @@ LOSSES: Dict[str, Callable[[], nn.Module]] = {
     # The same heads trained with BCE throughout: learns from scratch where lovasz stalls at first.
     'combined_bce': lambda: DeepSupervisionLoss(
         mask_lovasz_weight=0.0, mask_bce_weight=1.0, salt_weight=0.05, aux_weight=0.1, aux_kind='bce'),
+    # combined_bce with the final mask's symmetric lovasz added 1:1 from the first epoch: the IoU
+    # surrogate from the start, with BCE's dense gradients to carry the start from scratch (a stage-1
+    # lever of benchmarks/ablation_epochs.py; the recipes keep combined_bce).
+    'combined_bce_sym': lambda: DeepSupervisionLoss(
+        mask_lovasz_weight=1.0, mask_bce_weight=1.0, salt_weight=0.05, aux_weight=0.1, aux_kind='bce',
+        symmetric=True),
     # combined, with the final mask's lovasz symmetric (the aux heads keep the plain one: they are
     # trained on salt images only, where the salt class is the one to shape).
     'combined_sym': lambda: DeepSupervisionLoss(

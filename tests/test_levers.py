@@ -60,6 +60,19 @@ def test_combined_sym_changes_only_the_final_mask_lovasz():
     assert not torch.isclose(a, b)
 
 
+def test_combined_bce_sym_is_combined_bce_plus_the_symmetric_lovasz():
+    logits, mask = _batch()
+    out, t = _ds_outputs(logits, mask), {'mask': mask}
+    bce, both = losses.build_loss('combined_bce'), losses.build_loss('combined_bce_sym')
+    assert both.requires == bce.requires
+    a, b = bce(out, t), both(out, t)
+    for part in ('salt', 'aux', 'mask_bce'):
+        torch.testing.assert_close(both.parts[part], bce.parts[part])
+    expected = 0.5 * (losses.lovasz_hinge(logits, mask) + losses.lovasz_hinge(-logits, 1 - mask))
+    torch.testing.assert_close(both.parts['mask_lovasz'], expected)
+    torch.testing.assert_close(b - a, expected)
+
+
 # ------------------------------------------------------------------ 2. salt-only segmentation losses
 
 SALT_ONLY = ('combined_bce_salt', 'combined_salt', 'combined_sym_salt')

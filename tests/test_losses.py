@@ -21,6 +21,7 @@ EXPECTED_REQUIRES = {
     'combined_hyper': {'mask', 'aux', 'salt'},
     'combined_bce': {'mask', 'aux', 'salt'},
     'combined_sym': {'mask', 'aux', 'salt'},
+    'combined_bce_sym': {'mask', 'aux', 'salt'},
     'combined_bce_salt': {'mask', 'aux', 'salt'},
     'combined_salt': {'mask', 'aux', 'salt'},
     'combined_sym_salt': {'mask', 'aux', 'salt'},
