@@ -4,7 +4,7 @@ from pathlib import Path
 
 from net.tta import TTAS
 from utils.cli import Parser, check_ranges, check_with, data_options, device_options
-from utils.data import train_ids
+from utils.data import fold_indices, train_ids
 from utils.errors import UserError
 from utils.folds import fold_dir, fold_state, parse_folds
 from utils.io import check_prediction_pair, guard_data_dir
@@ -89,6 +89,10 @@ def precheck(args, what=''):
             continue
         ns = check_with(train_parse_args, fold_argv(args, k, dirs[k], states[k]),
                         f"{what}train.py options of fold {k}", 'train.py')
+        folds_csv = Path(ns.folds_csv) if ns.folds_csv else Path(ns.data_dir or 'data') / 'train_with_folds.csv'
+        if folds_csv.is_file() and (Path(ns.data_dir or 'data') / 'train.csv').is_file():
+            # a fold the split does not have fails here, not after the folds before it have trained
+            fold_indices(Path(ns.data_dir or 'data'), folds_csv, k, option='--folds')
         if states[k] == 'resume':
             exp = Experiment(dirs[k])
             try:

@@ -300,8 +300,9 @@ def image_folder(folder, order_dir=None, workers=4):
     return images, ids
 
 
-def fold_indices(data_dir, folds_csv, fold):
-    """Row indices (into the train.csv order) of the training and validation parts of `fold`."""
+def fold_indices(data_dir, folds_csv, fold, option='--fold'):
+    """Row indices (into the train.csv order) of the training and validation parts of `fold`.
+    `option` is what the error for a fold the file does not have tells the user to change."""
     ids = train_ids(data_dir)
     fix = f"make it with: python3 utils/make_folds.py --p {Path(data_dir) / 'train.csv'} --n 5"
     folds = read_columns(folds_csv, 'folds file', ['id', 'fold'], fix)
@@ -318,7 +319,7 @@ def fold_indices(data_dir, folds_csv, fold):
             raise UserError(f"{folds_csv} has a fold that is not a whole number ({v!r}); {fix}") from None
     have = sorted(set(fold_of.tolist()))
     if fold not in have:
-        raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass --fold in that range")
+        raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass {option} in that range")
     order = np.array([pos[i] for i in folds['id']], dtype=np.int64)
     is_val = fold_of == fold
     return np.sort(order[~is_val]), np.sort(order[is_val])
