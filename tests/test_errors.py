@@ -303,10 +303,14 @@ def cases(e):
                                      ['--gpus 99'], [tmp]),
         'train_folds: directory of another fold': (['train_folds.py', '--folds', '1', '--experiment_dir', tmp / 'tfo', *LITE,
                                                     '--data_dir', d], ['holds a run of fold 0, not fold 1'], [e['tf_other']]),
-        'train_folds: fold not in the folds file': (['train_folds.py', '--folds', '4,0', '--experiment_dir', tmp / 'tf', *LITE,
+        'train_folds: fold not in the folds file': (['train_folds.py', '--folds', '0,4', '--experiment_dir', tmp / 'tf', *LITE,
                                                      '--data_dir', d],
-                                                    ['fold 4 failed training (exit 2: fold 4 is not in', 'tf_fold4/train_folds.log',
-                                                     'not started: fold 0'], [d, e['exp']]),
+                                                    ['fold 4 is not in', 'it has folds 0..3', 'pass --folds'], [d, e['exp']]),
+        # a fold that fails as it trains: reported with its log, and the folds after it are not started
+        'train_folds: a fold fails training': (['train_folds.py', '--folds', '3,0', '--experiment_dir', tmp / 'tfi', *LITE,
+                                                '--data_dir', d, '--init', tmp / 'no_init_fold{fold}'],
+                                               ['fold 3 failed training (exit 2', 'tfi_fold3/train_folds.log',
+                                                'not started: fold 0'], [d, e['exp']]),
         'evaluate: submission missing': (['tools/evaluate.py', '--submission', tmp / 'absent.csv', '--truth', d / 'train.csv'],
                                          ['submission not found'], []),
     }
