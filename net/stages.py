@@ -4,10 +4,10 @@ from pathlib import Path
 
 from net.tta import TTAS
 from utils.cli import Parser, check_ranges, check_with, data_options, device_options
-from utils.data import fold_indices, train_ids
+from utils.data import check_folds, train_ids
 from utils.errors import UserError
 from utils.folds import fold_dir, fold_state, parse_folds
-from utils.io import check_prediction_pair, guard_data_dir
+from utils.io import FOLDS_CSV, check_prediction_pair, guard_data_dir
 from utils.thresholds import default_oof_path
 
 DESCRIPTION = "Train several folds with one command, then pick the out-of-fold threshold (and predict)."
@@ -84,21 +84,25 @@ def precheck(args, what=''):
     for d in dirs.values():
         Experiment(d).check_folder(data)
     states = {k: fold_state(dirs[k], k) for k in folds}
+    to_train = {}  # (data folder, folds file) -> the folds still to train on that split
     for k in folds:
         if states[k] == 'finished':
             continue
         ns = check_with(train_parse_args, fold_argv(args, k, dirs[k], states[k]),
                         f"{what}train.py options of fold {k}", 'train.py')
-        folds_csv = Path(ns.folds_csv) if ns.folds_csv else Path(ns.data_dir or 'data') / 'train_with_folds.csv'
-        if folds_csv.is_file() and (Path(ns.data_dir or 'data') / 'train.csv').is_file():
-            # a fold the split does not have fails here, not after the folds before it have trained
-            fold_indices(Path(ns.data_dir or 'data'), folds_csv, k, option='--folds')
+        fold_data = Path(ns.data_dir or 'data')
+        split = (fold_data, Path(ns.folds_csv) if ns.folds_csv else fold_data / FOLDS_CSV)
+        to_train.setdefault(split, []).append(k)
         if states[k] == 'resume':
             exp = Experiment(dirs[k])
             try:
                 check_resume_options(ns, read_checkpoint(exp.checkpoint_path)['config'], exp)
             except UserError as e:
                 raise UserError(f"{what}fold {k}: {e}") from None
+    for (fold_data, folds_csv), ks in to_train.items():
+        if folds_csv.is_file() and (fold_data / 'train.csv').is_file():
+            # a fold the split does not have fails here, not after the folds before it have trained
+            check_folds(fold_data, folds_csv, ks)
     if args.predict:
         out = Path(args.out) if args.out else default_oof_path(list(dirs.values())).with_name(
             default_oof_path(list(dirs.values())).name.replace('oof.best.json', 'submission.csv'))

@@ -300,9 +300,8 @@ def image_folder(folder, order_dir=None, workers=4):
     return images, ids
 
 
-def fold_indices(data_dir, folds_csv, fold, option='--fold'):
-    """Row indices (into the train.csv order) of the training and validation parts of `fold`.
-    `option` is what the error for a fold the file does not have tells the user to change."""
+def _read_folds(data_dir, folds_csv):
+    """The folds file checked against train.csv: (train.csv row of each file row, fold of each file row)."""
     ids = train_ids(data_dir)
     fix = f"make it with: python3 utils/make_folds.py --p {Path(data_dir) / 'train.csv'} --n 5"
     folds = read_columns(folds_csv, 'folds file', ['id', 'fold'], fix)
@@ -317,9 +316,21 @@ def fold_indices(data_dir, folds_csv, fold, option='--fold'):
             fold_of[k] = int(v)
         except ValueError:
             raise UserError(f"{folds_csv} has a fold that is not a whole number ({v!r}); {fix}") from None
-    have = sorted(set(fold_of.tolist()))
-    if fold not in have:
-        raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); pass {option} in that range")
-    order = np.array([pos[i] for i in folds['id']], dtype=np.int64)
+    return np.array([pos[i] for i in folds['id']], dtype=np.int64), fold_of
+
+
+def check_folds(data_dir, folds_csv, folds, option='--folds', fold_of=None):
+    """UserError (one line) for the first of `folds` the folds file does not have; `option` is what to change."""
+    have = sorted(set((_read_folds(data_dir, folds_csv)[1] if fold_of is None else fold_of).tolist()))
+    for fold in folds:
+        if fold not in have:
+            raise UserError(f"fold {fold} is not in {folds_csv} (it has folds {have[0]}..{have[-1]}); "
+                            f"pass {option} in that range")
+
+
+def fold_indices(data_dir, folds_csv, fold):
+    """Row indices (into the train.csv order) of the training and validation parts of `fold`."""
+    order, fold_of = _read_folds(data_dir, folds_csv)
+    check_folds(data_dir, folds_csv, [fold], '--fold', fold_of)
     is_val = fold_of == fold
     return np.sort(order[~is_val]), np.sort(order[is_val])
